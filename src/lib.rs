@@ -1,0 +1,1 @@
+//! flagsync: marketplace flagship-store synchronizer.
