@@ -41,6 +41,18 @@ pub enum Fetched {
 /// (typically a page) so that memory stays flat however big a window is.
 #[async_trait]
 pub trait OrderSink: Send {
+    /// Of these (order id, modified) pairs seen in a listing, which does the sink need in
+    /// full? Lets a connector skip detail calls for orders already stored at that version
+    /// (window overlaps, re-pulls). The default wants them all.
+    async fn select_changed(
+        &mut self,
+        candidates: &[(String, DateTime<Utc>)],
+    ) -> Result<Vec<bool>, SinkError> {
+        Ok(vec![true; candidates.len()])
+    }
+
+    /// Takes a batch of orders (typically one page). Orders may repeat across batches and
+    /// windows; the sink deduplicates by order id and `modified`.
     async fn accept(&mut self, batch: Vec<Fetched>) -> Result<(), SinkError>;
 }
 

@@ -1,0 +1,1 @@
+//! JOS (JD open platform) gateway simulator at `/routerjson`.

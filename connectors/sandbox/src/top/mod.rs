@@ -1,0 +1,1 @@
+//! TOP (Taobao Open Platform) gateway simulator at `/router/rest`.
