@@ -49,7 +49,7 @@ impl Default for ScenarioConfig {
     fn default() -> Self {
         Self {
             seed: 1,
-            start: DateTime::from_timestamp(1_793_548_800, 0).unwrap_or_default(), // 2026-11-01 00:00:00 +08:00 (2026-10-31 16:00 UTC)
+            start: DateTime::from_timestamp(1_793_462_400, 0).unwrap_or_default(), // 2026-11-01 00:00:00 +08:00 (2026-10-31 16:00 UTC)
             duration: TimeDelta::hours(2),
             orders: 1_000,
             listings: 20,
