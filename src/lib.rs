@@ -1,1 +1,9 @@
-//! flagsync: marketplace flagship-store synchronizer.
+//! flagsync: marketplace flagship-store synchronizer. Pulls orders from Tmall/Taobao and JD
+//! stores, keeps them in a store (SQLite or PostgreSQL), pushes stock and shipments back.
+//!
+//! The binary in `main.rs` is thin: it parses the command line and calls into this library.
+
+pub mod config;
+pub mod sandbox;
+pub mod store;
+pub mod sync;

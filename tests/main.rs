@@ -1,1 +1,8 @@
-//! The one integration-test binary.
+//! The one integration-test binary. PostgreSQL tests run when
+//! `FLAGSYNC_TEST_POSTGRES_URL` is set (`.ci/run` sets it) and say plainly when they are not.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod config_check;
+mod store_suite;

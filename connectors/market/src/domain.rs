@@ -133,8 +133,9 @@ pub struct OrderLine {
     pub platform_status: Option<String>,
 }
 
-/// An order as the marketplace shows it, mapped to domain terms.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An order as the marketplace shows it, mapped to domain terms. `Debug` leaves out the raw
+/// payload (it holds personal data in clear); personal fields print masked.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Order {
     /// The platform's order id as a decimal string (TOP tids exceed 2^53).
     pub order_id: String,
@@ -152,6 +153,9 @@ pub struct Order {
     pub receiver: Option<Receiver>,
     pub lines: Vec<OrderLine>,
     pub contract: Option<ContractInfo>,
+    /// The platform's payload for this order exactly as received (for TOP the fullinfo
+    /// `trade` object, for JD the `orderInfo` object), kept for audits and re-parsing.
+    pub raw: String,
 }
 
 /// A listing on a marketplace: an item, optionally one of its SKUs.
@@ -212,4 +216,25 @@ pub enum ShipmentOutcome {
     Shipped,
     /// The marketplace already showed it shipped (an earlier attempt landed): done.
     AlreadyShipped,
+}
+
+impl std::fmt::Debug for Order {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Order")
+            .field("order_id", &self.order_id)
+            .field("status", &self.status)
+            .field("platform_status", &self.platform_status)
+            .field("created_at", &self.created_at)
+            .field("modified_at", &self.modified_at)
+            .field("paid_at", &self.paid_at)
+            .field("total_fen", &self.total_fen)
+            .field("payment_fen", &self.payment_fen)
+            .field("post_fee_fen", &self.post_fee_fen)
+            .field("buyer", &self.buyer)
+            .field("receiver", &self.receiver)
+            .field("lines", &self.lines)
+            .field("contract", &self.contract)
+            .field("raw", &format_args!("<{} bytes>", self.raw.len()))
+            .finish()
+    }
 }

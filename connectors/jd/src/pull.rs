@@ -1,0 +1,186 @@
+//! Pulling a modified-time window of orders so that none is missed: splitting windows the
+//! page cap would cut, paging backwards, re-reading page 1, deduplicating by order id.
+//!
+//! Why this order of reads: the search sorts by `modified`, newest first (`sortType=1`). An
+//! order modified while we page either leaves the window (its new `modified` is past the
+//! end) and everything after it moves one place toward page 1, or, when the window reaches
+//! "now", jumps to the top of page 1 and pushes everything before its old place one step
+//! back. Paging from the last page to the first loses nothing to the first kind of move;
+//! re-reading page 1 afterwards finds the second kind, and when it shows anything new, one
+//! forward pass (which the second kind of move cannot defeat) collects what was pushed
+//! across a page boundary. The re-reads are bounded; the sync job's overlapping windows
+//! are the last line of defence.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use flagsync_market::time::format_beijing;
+use flagsync_market::{
+    ConnectorError, ErrorKind, Fetched, OrderSink, PullError, PullStats, TimeWindow,
+};
+
+use crate::JdConnector;
+use crate::envelope::PLATFORM;
+use crate::parse::{self, ORDER_SEARCH, OPTIONAL_FIELDS, SearchPage};
+
+/// Rounds of "re-read page 1, and if it changed, read forward" after the backward pass.
+const VERIFY_ROUNDS: u32 = 3;
+
+/// What has been handed to the sink in this pull, to hand over each order version once.
+#[derive(Default)]
+struct Seen {
+    orders: HashMap<String, DateTime<Utc>>,
+    unparsed: HashSet<u64>,
+}
+
+impl Seen {
+    /// Keeps the orders not handed over yet at this `modified` or newer; within the batch
+    /// the newest version of an order wins.
+    fn take_new(&mut self, batch: Vec<Fetched>) -> Vec<Fetched> {
+        let mut out: Vec<Fetched> = Vec::new();
+        let mut at: HashMap<String, usize> = HashMap::new();
+        for fetched in batch {
+            match &fetched {
+                Fetched::Order(order) => {
+                    let modified = order.modified_at;
+                    if self.orders.get(&order.order_id).is_some_and(|seen| *seen >= modified) {
+                        continue;
+                    }
+                    self.orders.insert(order.order_id.clone(), modified);
+                    match at.get(&order.order_id) {
+                        Some(&index) => out[index] = fetched,
+                        None => {
+                            at.insert(order.order_id.clone(), out.len());
+                            out.push(fetched);
+                        }
+                    }
+                }
+                Fetched::Unparsed(unparsed) => {
+                    let mut hasher = DefaultHasher::new();
+                    unparsed.raw.hash(&mut hasher);
+                    if self.unparsed.insert(hasher.finish()) {
+                        out.push(fetched);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn pages_for(total: u64, page_size: u32) -> u64 {
+    total.div_ceil(u64::from(page_size.max(1)))
+}
+
+fn second_floor(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(TimeDelta::seconds(1)).unwrap_or(at)
+}
+
+fn refused(message: String) -> ConnectorError {
+    ConnectorError::new(PLATFORM, ORDER_SEARCH, ErrorKind::Rejected, message)
+}
+
+impl JdConnector {
+    pub(crate) async fn pull(
+        &self,
+        window: TimeWindow,
+        sink: &mut dyn OrderSink,
+    ) -> Result<PullStats, PullError> {
+        if window.end < window.start {
+            return Err(refused("window ends before it starts".into()).into());
+        }
+        let span = (window.end - window.start).to_std().unwrap_or_default();
+        if span > crate::MAX_WINDOW {
+            return Err(refused(format!(
+                "window of {} hours exceeds jd's 30-day limit; split it",
+                span.as_secs() / 3600
+            ))
+            .into());
+        }
+        let mut stats = PullStats::default();
+        let mut seen = Seen::default();
+        // JD compares at whole seconds; splitting on whole seconds keeps halves disjoint.
+        let mut pending = vec![(second_floor(window.start), second_floor(window.end))];
+        while let Some((from, to)) = pending.pop() {
+            let first = self.search(from, to, 1, &mut stats).await?;
+            let pages = pages_for(first.total, self.config.page_size);
+            if pages > u64::from(self.config.page_cap) {
+                if to - from < TimeDelta::seconds(1) {
+                    return Err(refused(format!(
+                        "{} orders modified within one second exceed the page cap ({} pages of {})",
+                        first.total, self.config.page_cap, self.config.page_size
+                    ))
+                    .into());
+                }
+                let mid = from + TimeDelta::seconds((to - from).num_seconds() / 2);
+                tracing::debug!(platform = PLATFORM, total = first.total, "splitting a window the page cap would cut");
+                pending.push((mid + TimeDelta::seconds(1), to));
+                pending.push((from, mid));
+                continue;
+            }
+            self.hand_over(first, &mut seen, sink, &mut stats).await?;
+            if pages <= 1 {
+                continue;
+            }
+            for page in (2..=pages).rev() {
+                let found = self.search(from, to, page, &mut stats).await?;
+                self.hand_over(found, &mut seen, sink, &mut stats).await?;
+            }
+            for _ in 0..VERIFY_ROUNDS {
+                let top = self.search(from, to, 1, &mut stats).await?;
+                let pages_now = pages_for(top.total, self.config.page_size).min(u64::from(self.config.page_cap));
+                if self.hand_over(top, &mut seen, sink, &mut stats).await? == 0 {
+                    break;
+                }
+                for page in 2..=pages_now {
+                    let found = self.search(from, to, page, &mut stats).await?;
+                    self.hand_over(found, &mut seen, sink, &mut stats).await?;
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn search(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        page: u64,
+        stats: &mut PullStats,
+    ) -> Result<SearchPage, ConnectorError> {
+        let business = serde_json::json!({
+            "start_date": format_beijing(from),
+            "end_date": format_beijing(to),
+            "dateType": 0,
+            "sortType": 1,
+            "order_state": self.order_states(),
+            "optional_fields": OPTIONAL_FIELDS,
+            "page": page.to_string(),
+            "page_size": self.config.page_size.to_string(),
+        });
+        stats.pages += 1;
+        self.with_retry(ORDER_SEARCH, &business, parse::search_page, &mut stats.calls).await
+    }
+
+    /// Hands a page's unseen order versions to the sink; returns how many.
+    async fn hand_over(
+        &self,
+        page: SearchPage,
+        seen: &mut Seen,
+        sink: &mut dyn OrderSink,
+        stats: &mut PullStats,
+    ) -> Result<usize, PullError> {
+        let fresh = seen.take_new(page.orders);
+        if fresh.is_empty() {
+            return Ok(0);
+        }
+        let count = fresh.len();
+        let unparsed = fresh.iter().filter(|f| matches!(f, Fetched::Unparsed(_))).count();
+        stats.orders += count as u64;
+        stats.unparsed += unparsed as u64;
+        sink.accept(fresh).await?;
+        Ok(count)
+    }
+}

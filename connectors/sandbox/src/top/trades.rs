@@ -1,0 +1,434 @@
+//! Trade and refund reads: `taobao.trades.sold.increment.get`, `taobao.trades.sold.get`,
+//! `taobao.trade.fullinfo.get`, `taobao.trade.wtvertical.get`, `taobao.refunds.receive.get`;
+//! with the platform's windows, default type filter, paging and `fields` selection.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{Map, Value, json};
+
+use super::gateway::Ctx;
+use super::store::{self, Order, Refund, State, Trade};
+use super::wire::{Fields, Params, Shape, TopError, fmt_time, yuan};
+use crate::faults::Fault;
+
+/// What `type` means when the caller leaves it out. `pre_auth_type` is not in it, which is
+/// how contract trades "silently disappear" from the lists.
+const DEFAULT_TYPES: &str = "guarantee_trade,auto_delivery,ec,cod,step";
+/// Trades and refunds older than this are out of reach of the list APIs.
+const REACH: TimeDelta = TimeDelta::days(90);
+pub const SELLER_NICK: &str = "电信官方旗舰店";
+
+pub struct Paging {
+    pub page_no: usize,
+    pub page_size: usize,
+    pub use_has_next: bool,
+}
+
+impl Paging {
+    pub fn parse(params: &Params, default_size: usize, max_size: usize) -> Result<Self, TopError> {
+        let page_no = params.int("page_no")?.unwrap_or(1);
+        if page_no < 1 {
+            return Err(TopError::invalid("page_no", "page_no starts at 1"));
+        }
+        let page_size = params.int("page_size")?.unwrap_or(default_size as i64);
+        if page_size < 1 || page_size > max_size as i64 {
+            return Err(TopError::invalid("page_size", format!("page_size must be between 1 and {max_size}")));
+        }
+        Ok(Self {
+            page_no: usize::try_from(page_no).unwrap_or(usize::MAX),
+            page_size: usize::try_from(page_size).unwrap_or(max_size),
+            use_has_next: params.flag("use_has_next"),
+        })
+    }
+
+    /// One page of `records` under `list`/`item`, with `total_results` or `has_next`. An
+    /// empty page leaves the list out entirely, as the platform does.
+    pub fn render(&self, shape: Shape, records: Vec<Value>, list: &str, item: &str) -> Map<String, Value> {
+        let total = records.len();
+        let start = (self.page_no - 1).saturating_mul(self.page_size);
+        let page: Vec<Value> = records.into_iter().skip(start).take(self.page_size).collect();
+        let mut out = Map::new();
+        if !page.is_empty() {
+            out.insert(list.into(), shape.list(item, page));
+        }
+        if self.use_has_next {
+            out.insert("has_next".into(), json!(start.saturating_add(self.page_size) < total));
+        } else {
+            out.insert("total_results".into(), json!(total));
+        }
+        out
+    }
+}
+
+struct TypeFilter(Vec<String>);
+
+impl TypeFilter {
+    fn parse(param: Option<&str>) -> Self {
+        Self(param.unwrap_or(DEFAULT_TYPES).split(',').map(|t| t.trim().to_string()).collect())
+    }
+
+    fn admits(&self, trade_type: &str) -> bool {
+        self.0.iter().any(|t| {
+            t == trade_type || (t == "guarantee_trade" && matches!(trade_type, "fixed" | "auction"))
+        })
+    }
+}
+
+fn status_matches(filter: Option<&str>, status: &str) -> bool {
+    match filter {
+        None => true,
+        Some("ALL_WAIT_PAY") => matches!(status, store::WAIT_BUYER_PAY | "TRADE_NO_CREATE_PAY"),
+        Some("ALL_CLOSED") => matches!(status, store::TRADE_CLOSED | store::TRADE_CLOSED_BY_TAOBAO),
+        Some(wanted) => wanted == status,
+    }
+}
+
+fn check_window(
+    now: DateTime<Utc>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    start_name: &str,
+    end_name: &str,
+    max_span: Option<TimeDelta>,
+) -> Result<(), TopError> {
+    if end < start {
+        return Err(TopError::invalid(end_name, format!("{end_name} must not be before {start_name}")));
+    }
+    if max_span.is_some_and(|max| end - start > max) {
+        return Err(TopError::invalid(
+            start_name,
+            format!("the span between {start_name} and {end_name} must be at most one day"),
+        ));
+    }
+    if start < now - REACH {
+        return Err(TopError::invalid(start_name, format!("{start_name} must be within the last three months")));
+    }
+    Ok(())
+}
+
+pub fn increment_get(cx: &Ctx<'_>, state: &mut State, params: &Params) -> Result<Map<String, Value>, TopError> {
+    let fields = Fields::parse(params.required("fields")?);
+    let start = params.time("start_modified")?.ok_or_else(|| TopError::missing("start_modified"))?;
+    let end = params.time("end_modified")?.ok_or_else(|| TopError::missing("end_modified"))?;
+    check_window(cx.now, start, end, "start_modified", "end_modified", Some(TimeDelta::days(1)))?;
+    let paging = Paging::parse(params, 40, 100)?;
+    let types = TypeFilter::parse(params.get("type"));
+    let status = params.get("status");
+
+    if let Some(Fault::ShuffleDuringPaging { orders }) = cx.fault {
+        // Buyers keep acting while the client pages: move the oldest trades of the window to now.
+        let mut inside: Vec<(DateTime<Utc>, i64)> = state
+            .trades
+            .values()
+            .filter(|t| t.modified >= start && t.modified <= end)
+            .map(|t| (t.modified, t.tid))
+            .collect();
+        inside.sort();
+        for (_, tid) in inside.into_iter().take(orders) {
+            if let Some(trade) = state.trades.get_mut(&tid) {
+                trade.modified = cx.now;
+            }
+        }
+    }
+
+    let mut matching: Vec<&Trade> = state
+        .trades
+        .values()
+        .filter(|t| t.modified >= start && t.modified <= end)
+        .filter(|t| types.admits(t.trade_type) && status_matches(status, t.status))
+        .collect();
+    matching.sort_by(|a, b| b.modified.cmp(&a.modified).then(b.tid.cmp(&a.tid)));
+    Ok(trade_page(cx, &matching, &fields, &paging))
+}
+
+pub fn sold_get(cx: &Ctx<'_>, state: &mut State, params: &Params) -> Result<Map<String, Value>, TopError> {
+    let fields = Fields::parse(params.required("fields")?);
+    let start = params.time("start_created")?.unwrap_or(cx.now - REACH);
+    let end = params.time("end_created")?.unwrap_or(cx.now);
+    check_window(cx.now, start, end, "start_created", "end_created", None)?;
+    let paging = Paging::parse(params, 40, 100)?;
+    let types = TypeFilter::parse(params.get("type"));
+    let status = params.get("status");
+    let mut matching: Vec<&Trade> = state
+        .trades
+        .values()
+        .filter(|t| t.created >= start && t.created <= end)
+        .filter(|t| types.admits(t.trade_type) && status_matches(status, t.status))
+        .collect();
+    matching.sort_by(|a, b| b.created.cmp(&a.created).then(b.tid.cmp(&a.tid)));
+    Ok(trade_page(cx, &matching, &fields, &paging))
+}
+
+fn trade_page(cx: &Ctx<'_>, trades: &[&Trade], fields: &Fields, paging: &Paging) -> Map<String, Value> {
+    let start = (paging.page_no - 1).saturating_mul(paging.page_size);
+    // Render only the requested page, but keep the list length for the totals.
+    let mut records: Vec<Value> = trades
+        .iter()
+        .enumerate()
+        .map(|(index, trade)| {
+            if index >= start && index < start.saturating_add(paging.page_size) {
+                render_trade(trade, fields, cx.shape)
+            } else {
+                Value::Null
+            }
+        })
+        .collect();
+    if cx.corrupt() {
+        let end = records.len().min(start.saturating_add(paging.page_size));
+        if let Some(page) = records.get_mut(start..end) {
+            corrupt(page);
+        }
+    }
+    paging.render(cx.shape, records, "trades", "trade")
+}
+
+/// Gives one record in the middle of `records` a field of the wrong type.
+fn corrupt(records: &mut [Value]) {
+    let middle = records.len() / 2;
+    let Some(Value::Object(record)) = records.get_mut(middle) else { return };
+    for (key, bad) in [("modified", json!(12)), ("payment", json!("12,00.x")), ("tid", json!("corrupt"))] {
+        if let Some(slot) = record.get_mut(key) {
+            *slot = bad;
+            return;
+        }
+    }
+    record.insert("modified".into(), json!(12));
+}
+
+pub fn fullinfo_get(cx: &Ctx<'_>, state: &mut State, params: &Params) -> Result<Map<String, Value>, TopError> {
+    let fields = Fields::parse(params.required("fields")?);
+    let tid = params.required_int("tid")?;
+    let trade = state
+        .trades
+        .get(&tid)
+        .ok_or_else(|| TopError::business("isv.trade-not-exist", format!("trade {tid} does not exist")))?;
+    let mut record = [render_trade(trade, &fields, cx.shape)];
+    if cx.corrupt() {
+        corrupt(&mut record);
+    }
+    let [trade] = record;
+    let mut out = Map::new();
+    out.insert("trade".into(), trade);
+    Ok(out)
+}
+
+pub fn wtvertical_get(cx: &Ctx<'_>, state: &mut State, params: &Params) -> Result<Map<String, Value>, TopError> {
+    let tids = params
+        .required("tids")?
+        .split(',')
+        .map(|t| t.trim().parse::<i64>().map_err(|_| TopError::invalid("tids", format!("tid {t:?} is not a number"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    if tids.len() > 15 {
+        return Err(TopError::invalid("tids", format!("at most 15 tids per call, got {}", tids.len())));
+    }
+    let results: Vec<Value> = tids
+        .iter()
+        .filter_map(|tid| state.trades.get(tid))
+        .filter_map(|trade| {
+            let c = trade.contract.as_ref()?;
+            Some(json!({
+                "tid": trade.tid,
+                "tid_str": trade.tid.to_string(),
+                "phone_num": c.phone_num,
+                "phone_province_code": "330000",
+                "phone_city_code": "330100",
+                "phone_deposit": c.deposit_fen,
+                "phone_free_deposit": c.free_deposit_fen,
+                "plan_title": c.plan_title,
+                "out_plan_id": c.out_plan_id,
+                "out_package_id": c.out_package_id,
+                "agreement_id": c.agreement_id,
+                "effect_rule": "次月生效",
+                "phone_owner_name": c.owner_name,
+                "cert_type": "1",
+                "cert_card_num": c.cert_card_num,
+                "auth_type": "V2",
+                "user_type": c.user_type,
+                "contract_type": c.contract_type,
+            }))
+        })
+        .collect();
+    let mut out = Map::new();
+    if !results.is_empty() {
+        out.insert("wtext_results".into(), cx.shape.list("wt_ext_result", results));
+    }
+    Ok(out)
+}
+
+pub fn refunds_receive_get(
+    cx: &Ctx<'_>,
+    state: &mut State,
+    params: &Params,
+) -> Result<Map<String, Value>, TopError> {
+    let fields = Fields::parse(params.required("fields")?);
+    let start = params.time("start_modified")?.unwrap_or(cx.now - REACH);
+    let end = params.time("end_modified")?.unwrap_or(cx.now);
+    check_window(cx.now, start, end, "start_modified", "end_modified", None)?;
+    let paging = Paging::parse(params, 40, 100)?;
+    let status = params.get("status");
+    let mut matching: Vec<&Refund> = state
+        .refunds
+        .values()
+        .filter(|r| r.modified >= start && r.modified <= end && status.is_none_or(|s| s == r.status))
+        .collect();
+    matching.sort_by(|a, b| b.modified.cmp(&a.modified).then(b.refund_id.cmp(&a.refund_id)));
+    let mut records: Vec<Value> = matching.iter().map(|r| Value::Object(fields.select(refund_map(r)))).collect();
+    if cx.corrupt() {
+        corrupt(&mut records);
+    }
+    Ok(paging.render(cx.shape, records, "refunds", "refund"))
+}
+
+fn refund_map(refund: &Refund) -> Map<String, Value> {
+    let value = json!({
+        "refund_id": refund.refund_id,
+        "refund_id_str": refund.refund_id.to_string(),
+        "tid": refund.tid,
+        "tid_str": refund.tid.to_string(),
+        "oid": refund.oid,
+        "oid_str": refund.oid.to_string(),
+        "status": refund.status,
+        "refund_fee": yuan(refund.fee_fen),
+        "total_fee": yuan(refund.fee_fen),
+        "payment": yuan(refund.fee_fen),
+        "good_status": "BUYER_NOT_RECEIVED",
+        "has_good_return": false,
+        "created": fmt_time(refund.created),
+        "modified": fmt_time(refund.modified),
+        "order_status": refund.order_status,
+        "refund_phase": "onsale",
+        "buyer_nick": refund.buyer_nick,
+        "seller_nick": SELLER_NICK,
+        "title": refund.title,
+        "num": refund.num,
+        "num_iid": refund.num_iid,
+        "reason": "不想要了",
+    });
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// A trade with the requested fields, its sub-orders under `orders` when asked for.
+pub fn render_trade(trade: &Trade, fields: &Fields, shape: Shape) -> Value {
+    let mut out = fields.select(trade_map(trade));
+    let wants_oaid = ["receiver_name", "receiver_address", "created", "receiver_mobile", "receiver_phone"]
+        .iter()
+        .all(|f| fields.wants(f));
+    if wants_oaid {
+        out.insert("oaid".into(), json!(format!("1Fc{:016x}", store::mix(trade.scenario_order ^ 0x0A1D))));
+    }
+    if fields.wants_orders() {
+        let orders = trade.orders.iter().map(|o| Value::Object(fields.select_order(order_map(o)))).collect();
+        out.insert("orders".into(), shape.list("order", orders));
+    }
+    Value::Object(out)
+}
+
+fn put(map: &mut Map<String, Value>, key: &str, value: Value) {
+    map.insert(key.to_string(), value);
+}
+
+fn put_time(map: &mut Map<String, Value>, key: &str, at: Option<DateTime<Utc>>) {
+    if let Some(at) = at {
+        map.insert(key.to_string(), json!(fmt_time(at)));
+    }
+}
+
+/// Every Trade field the sandbox knows (§1.4), orders aside. Receiver data is fake.
+fn trade_map(t: &Trade) -> Map<String, Value> {
+    let n = t.scenario_order;
+    let total = yuan(t.total_fen());
+    let mut m = Map::new();
+    put(&mut m, "tid", json!(t.tid));
+    put(&mut m, "tid_str", json!(t.tid.to_string()));
+    put(&mut m, "status", json!(t.status));
+    put(&mut m, "type", json!(t.trade_type));
+    put(&mut m, "created", json!(fmt_time(t.created)));
+    put(&mut m, "modified", json!(fmt_time(t.modified)));
+    put_time(&mut m, "pay_time", t.pay_time);
+    put_time(&mut m, "consign_time", t.consign_time);
+    put_time(&mut m, "end_time", t.end_time);
+    put(&mut m, "payment", json!(total));
+    put(&mut m, "total_fee", json!(total));
+    put(&mut m, "post_fee", json!("0.00"));
+    put(&mut m, "discount_fee", json!("0.00"));
+    put(&mut m, "adjust_fee", json!("0.00"));
+    let received = if t.status == store::TRADE_FINISHED { total } else { "0.00".to_string() };
+    put(&mut m, "received_payment", json!(received));
+    put(&mut m, "num", json!(t.orders.iter().map(|o| o.num).sum::<i64>()));
+    // Product fields on the trade exist only for single-order trades.
+    if let [only] = t.orders.as_slice() {
+        put(&mut m, "num_iid", json!(only.num_iid));
+        put(&mut m, "title", json!(only.title));
+        put(&mut m, "price", json!(yuan(only.price_fen)));
+    }
+    put(&mut m, "buyer_nick", json!(t.buyer_nick()));
+    put(&mut m, "buyer_open_uid", json!(format!("AAH{:020x}", store::mix(n))));
+    put(&mut m, "seller_nick", json!(SELLER_NICK));
+    put(&mut m, "receiver_name", json!(format!("测试买家{n}")));
+    put(&mut m, "receiver_state", json!("浙江省"));
+    put(&mut m, "receiver_city", json!("杭州市"));
+    put(&mut m, "receiver_district", json!("西湖区"));
+    put(&mut m, "receiver_town", json!("文新街道"));
+    put(&mut m, "receiver_address", json!(format!("文三路{}号 测试小区{}幢", n % 999 + 1, n % 30 + 1)));
+    put(&mut m, "receiver_zip", json!("310012"));
+    put(&mut m, "receiver_mobile", json!(format!("139{:08}", n % 100_000_000)));
+    put(&mut m, "receiver_phone", json!(format!("0571-8{:07}", n % 10_000_000)));
+    put(&mut m, "buyer_message", json!(""));
+    put(&mut m, "seller_flag", json!(0));
+    put(&mut m, "shipping_type", json!("express"));
+    put(&mut m, "trade_from", json!("WAP,TAOBAO"));
+    put(&mut m, "is_part_consign", json!(t.status == store::SELLER_CONSIGNED_PART));
+    put(&mut m, "is_wt", json!(t.is_wt()));
+    put(&mut m, "is_sh_ship", json!(t.status == store::PAID_FORBID_CONSIGN));
+    if let Some(c) = &t.contract {
+        let wtt = json!({
+            "phone_num": c.phone_num,
+            "out_plan_id": c.out_plan_id,
+            "out_package_id": c.out_package_id,
+            "plan_title": c.plan_title,
+        });
+        put(&mut m, "wtt_param", json!(wtt.to_string()));
+    }
+    m
+}
+
+/// Every Order field the sandbox knows (§1.4).
+fn order_map(o: &Order) -> Map<String, Value> {
+    let total = yuan(o.price_fen * o.num);
+    let mut m = Map::new();
+    put(&mut m, "oid", json!(o.oid));
+    put(&mut m, "oid_str", json!(o.oid.to_string()));
+    put(&mut m, "num_iid", json!(o.num_iid));
+    // TOP sends sku_id as a string.
+    put(&mut m, "sku_id", json!(o.sku_id.to_string()));
+    put(&mut m, "outer_iid", json!(format!("ITEM-{}", o.num_iid)));
+    put(&mut m, "outer_sku_id", json!(o.outer_sku_id));
+    put(&mut m, "title", json!(o.title));
+    put(&mut m, "num", json!(o.num));
+    put(&mut m, "price", json!(yuan(o.price_fen)));
+    put(&mut m, "sku_properties_name", json!(o.properties));
+    put(&mut m, "total_fee", json!(total));
+    put(&mut m, "payment", json!(total));
+    put(&mut m, "divide_order_fee", json!(total));
+    put(&mut m, "discount_fee", json!("0.00"));
+    put(&mut m, "adjust_fee", json!("0.00"));
+    put(&mut m, "status", json!(o.status));
+    put(&mut m, "refund_status", json!(o.refund_status));
+    if let Some(refund_id) = o.refund_id {
+        put(&mut m, "refund_id", json!(refund_id.to_string()));
+    }
+    put_time(&mut m, "end_time", o.end_time);
+    put_time(&mut m, "consign_time", o.consign_time);
+    put(&mut m, "shipping_type", json!("express"));
+    if let Some(company) = &o.logistics_company {
+        put(&mut m, "logistics_company", json!(company));
+    }
+    if let Some(invoice_no) = &o.invoice_no {
+        put(&mut m, "invoice_no", json!(invoice_no));
+    }
+    put(&mut m, "is_oversold", json!(false));
+    put(&mut m, "cid", json!(1512));
+    m
+}

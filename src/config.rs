@@ -1,0 +1,509 @@
+//! Configuration: a TOML file, then `FLAGSYNC__SECTION__KEY` environment overrides, checked
+//! in one pass that reports every problem with its key path (`flagsync config check`).
+//!
+//! Secrets (app secrets, session keys, access tokens) are never written inline: a secret
+//! key takes `{ env = "VAR" }` or `{ file = "/path" }`, and the value is held as a
+//! `SecretString` that prints as `[REDACTED]`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use toml::{Table, Value};
+
+/// Where the database lives and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/file.db` (embedded default) or `postgres://...`.
+    pub url: String,
+    pub max_connections: u32,
+    /// SQLite `synchronous=FULL` (default) rather than NORMAL.
+    pub sqlite_synchronous_full: bool,
+}
+
+/// How incremental order pulls walk time.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Widest window per order query (capped by each platform's own limit).
+    pub window: Duration,
+    /// Windows end this long before now, so the platform's index has settled.
+    pub settle_delay: Duration,
+    /// Each run starts this long before its cursor, to catch late-indexed orders.
+    pub overlap: Duration,
+    /// Where a store with no cursor starts.
+    pub initial_lookback: Duration,
+    pub request_timeout: Duration,
+}
+
+/// Which marketplace, with its credentials and tuning.
+#[derive(Debug, Clone)]
+pub enum StoreKind {
+    Taobao {
+        app_key: String,
+        app_secret: SecretString,
+        session: SecretString,
+        /// md5, hmac or hmac-sha256.
+        sign_method: String,
+        page_size: u32,
+    },
+    Jd {
+        app_key: String,
+        app_secret: SecretString,
+        access_token: SecretString,
+        page_size: u32,
+    },
+}
+
+impl StoreKind {
+    /// The `type` value in the config.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Taobao { .. } => "taobao",
+            Self::Jd { .. } => "jd",
+        }
+    }
+}
+
+/// Where a store's gateway is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gateway {
+    Url(String),
+    /// The built-in marketplace sandbox, started in-process.
+    Sandbox,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub id: String,
+    pub kind: StoreKind,
+    pub gateway: Gateway,
+    pub calls_per_second: u32,
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub sync: SyncConfig,
+    /// Sorted by id.
+    pub stores: Vec<StoreConfig>,
+}
+
+impl Config {
+    pub fn store(&self, id: &str) -> Option<&StoreConfig> {
+        self.stores.iter().find(|s| s.id == id)
+    }
+}
+
+/// One problem in the configuration, at a key path such as `stores.tmall.page_size`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Everything wrong with a configuration, all at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{source_name}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    pub source_name: String,
+    pub problems: Vec<Problem>,
+}
+
+const ENV_PREFIX: &str = "FLAGSYNC__";
+
+/// Loads a config file with the process environment's overrides applied.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        source_name: path.display().to_string(),
+        problems: vec![Problem { path: "(file)".into(), message: format!("cannot read {}: {e}", path.display()) }],
+    })?;
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&text, &path.display().to_string(), &env, base, &|name| std::env::var(name).ok())
+}
+
+/// Parses config text. `env` holds candidate overrides; `lookup` reads secret variables;
+/// relative secret files resolve against `base`.
+pub fn parse(
+    text: &str,
+    source_name: &str,
+    env: &[(String, String)],
+    base: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let fail = |problems| ConfigError { source_name: source_name.to_string(), problems };
+    let mut root: Table = match text.parse::<Table>() {
+        Ok(table) => table,
+        Err(e) => return Err(fail(vec![Problem { path: "(syntax)".into(), message: e.to_string().trim().to_string() }])),
+    };
+    let mut checker = Checker { problems: Vec::new(), base: base.to_path_buf(), lookup };
+    apply_env(&mut root, env, &mut checker);
+    let config = checker.config(&root);
+    match config {
+        Some(config) if checker.problems.is_empty() => Ok(config),
+        _ => Err(fail(checker.problems)),
+    }
+}
+
+/// `FLAGSYNC__DATABASE__URL=...` sets `database.url`; `FLAGSYNC__STORES__TMALL_MAIN__PAUSED=true`
+/// sets `stores.tmall-main.paused` (store ids match case-insensitively, `_` for `-`).
+/// Values parse as TOML (numbers, booleans) and fall back to plain strings.
+fn apply_env(root: &mut Table, env: &[(String, String)], checker: &mut Checker<'_>) {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        let mut segments: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        if segments.iter().any(String::is_empty) {
+            checker.problem(name, "malformed override name: empty segment");
+            continue;
+        }
+        if segments.first().map(String::as_str) == Some("stores") && segments.len() >= 3 {
+            let wanted = segments[1].replace('-', "_");
+            let existing = root
+                .get("stores")
+                .and_then(Value::as_table)
+                .and_then(|stores| stores.keys().find(|k| k.to_ascii_lowercase().replace('-', "_") == wanted).cloned());
+            match existing {
+                Some(id) => segments[1] = id,
+                None => {
+                    checker.problem(name, &format!("no store matches {:?} in the config", segments[1]));
+                    continue;
+                }
+            }
+        }
+        let value = format!("v = {raw}")
+            .parse::<Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| Value::String(raw.clone()));
+        if let Err(message) = set_path(root, &segments, value) {
+            checker.problem(name, &message);
+        }
+    }
+}
+
+/// Sets `value` at a nested key path, creating tables on the way.
+fn set_path(table: &mut Table, segments: &[String], value: Value) -> Result<(), String> {
+    match segments {
+        [] => Ok(()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let entry = table.entry(first.clone()).or_insert_with(|| Value::Table(Table::new()));
+            match entry.as_table_mut() {
+                Some(inner) => set_path(inner, rest, value),
+                None => Err(format!("{first} is not a table")),
+            }
+        }
+    }
+}
+
+struct Checker<'a> {
+    problems: Vec<Problem>,
+    base: PathBuf,
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, path: &str, message: &str) {
+        self.problems.push(Problem { path: path.to_string(), message: message.to_string() });
+    }
+
+    fn unknown_keys(&mut self, table: &Table, known: &[&str], path: &str) {
+        for key in table.keys() {
+            if !known.contains(&key.as_str()) {
+                let at = join(path, key);
+                self.problem(&at, &format!("unknown key (expected one of: {})", known.join(", ")));
+            }
+        }
+    }
+
+    fn table<'t>(&mut self, parent: &'t Table, key: &str, path: &str) -> Option<&'t Table> {
+        match parent.get(key) {
+            None => None,
+            Some(Value::Table(table)) => Some(table),
+            Some(other) => {
+                self.problem(&join(path, key), &format!("expected a table, found {}", other.type_str()));
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, table: &Table, key: &str, path: &str, default: Option<&str>) -> Option<String> {
+        match table.get(key) {
+            None => match default {
+                Some(d) => Some(d.to_string()),
+                None => {
+                    self.problem(&join(path, key), "missing (required)");
+                    None
+                }
+            },
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                self.problem(&join(path, key), "must not be empty");
+                None
+            }
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                self.problem(&join(path, key), &format!("expected a string, found {}", other.type_str()));
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, table: &Table, key: &str, path: &str, default: i64, range: (i64, i64)) -> Option<i64> {
+        match table.get(key) {
+            None => Some(default),
+            Some(Value::Integer(n)) if (range.0..=range.1).contains(n) => Some(*n),
+            Some(Value::Integer(n)) => {
+                self.problem(&join(path, key), &format!("{n} is out of range ({} to {})", range.0, range.1));
+                None
+            }
+            Some(other) => {
+                self.problem(&join(path, key), &format!("expected an integer, found {}", other.type_str()));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, table: &Table, key: &str, path: &str, default: bool) -> Option<bool> {
+        match table.get(key) {
+            None => Some(default),
+            Some(Value::Boolean(b)) => Some(*b),
+            Some(other) => {
+                self.problem(&join(path, key), &format!("expected true or false, found {}", other.type_str()));
+                None
+            }
+        }
+    }
+
+    fn choice(&mut self, table: &Table, key: &str, path: &str, default: &str, allowed: &[&str]) -> Option<String> {
+        let value = self.string(table, key, path, Some(default))?;
+        if allowed.contains(&value.as_str()) {
+            Some(value)
+        } else {
+            self.problem(&join(path, key), &format!("{value:?} is not one of: {}", allowed.join(", ")));
+            None
+        }
+    }
+
+    /// A secret: `{ env = "VAR" }` or `{ file = "path" }`; never inline. With a sandbox
+    /// gateway a missing secret takes the sandbox's documented value.
+    fn secret(&mut self, table: &Table, key: &str, path: &str, sandbox_default: Option<&str>) -> Option<SecretString> {
+        let at = join(path, key);
+        let spec = match table.get(key) {
+            None => {
+                return match sandbox_default {
+                    Some(value) => Some(SecretString::from(value.to_string())),
+                    None => {
+                        self.problem(&at, "missing (required): give { env = \"VAR\" } or { file = \"/path\" }");
+                        None
+                    }
+                };
+            }
+            Some(Value::String(_)) => {
+                self.problem(&at, "secrets may not be written inline: use { env = \"VAR\" } or { file = \"/path\" }");
+                return None;
+            }
+            Some(Value::Table(spec)) => spec,
+            Some(other) => {
+                self.problem(&at, &format!("expected {{ env = \"VAR\" }} or {{ file = \"/path\" }}, found {}", other.type_str()));
+                return None;
+            }
+        };
+        self.unknown_keys(spec, &["env", "file"], &at);
+        match (spec.get("env"), spec.get("file")) {
+            (Some(Value::String(var)), None) => match (self.lookup)(var) {
+                Some(value) if !value.trim().is_empty() => Some(SecretString::from(value.trim().to_string())),
+                _ => {
+                    self.problem(&at, &format!("environment variable {var} is not set or empty"));
+                    None
+                }
+            },
+            (None, Some(Value::String(file))) => {
+                let file_path = self.base.join(file);
+                match std::fs::read_to_string(&file_path) {
+                    Ok(value) if !value.trim().is_empty() => Some(SecretString::from(value.trim().to_string())),
+                    Ok(_) => {
+                        self.problem(&at, &format!("secret file {} is empty", file_path.display()));
+                        None
+                    }
+                    Err(e) => {
+                        self.problem(&at, &format!("cannot read secret file {}: {e}", file_path.display()));
+                        None
+                    }
+                }
+            }
+            _ => {
+                self.problem(&at, "give exactly one of env = \"VAR\" or file = \"/path\", as a string");
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, root: &Table) -> Option<Config> {
+        self.unknown_keys(root, &["database", "sync", "stores"], "");
+        let empty = Table::new();
+        let database = self.table(root, "database", "").unwrap_or(&empty);
+        self.unknown_keys(database, &["url", "max_connections", "sqlite_synchronous"], "database");
+        let url = self.string(database, "url", "database", Some("sqlite://data/flagsync.db"));
+        if let Some(url) = &url
+            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            self.problem("database.url", "must start with sqlite: or postgres://");
+        }
+        let max_connections = self.int(database, "max_connections", "database", 8, (1, 256));
+        let synchronous = self.choice(database, "sqlite_synchronous", "database", "full", &["full", "normal"]);
+
+        let sync = self.table(root, "sync", "").unwrap_or(&empty);
+        self.unknown_keys(
+            sync,
+            &["window_mins", "settle_delay_secs", "overlap_secs", "initial_lookback_hours", "request_timeout_secs"],
+            "sync",
+        );
+        let window = self.int(sync, "window_mins", "sync", 30, (1, 1440));
+        let settle = self.int(sync, "settle_delay_secs", "sync", 60, (0, 3600));
+        let overlap = self.int(sync, "overlap_secs", "sync", 300, (0, 86_400));
+        let lookback = self.int(sync, "initial_lookback_hours", "sync", 72, (1, 24 * 90));
+        let timeout = self.int(sync, "request_timeout_secs", "sync", 30, (1, 600));
+
+        let mut stores = Vec::new();
+        let store_tables = self.table(root, "stores", "").unwrap_or(&empty);
+        if store_tables.is_empty() {
+            self.problem("stores", "no stores configured: add a [stores.<id>] table");
+        }
+        for (id, value) in store_tables {
+            let path = format!("stores.{id}");
+            if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                self.problem(&path, "store ids may only hold letters, digits, '-' and '_'");
+            }
+            let Some(table) = value.as_table() else {
+                self.problem(&path, &format!("expected a table, found {}", value.type_str()));
+                continue;
+            };
+            if let Some(store) = self.store(id, table, &path) {
+                stores.push(store);
+            }
+        }
+        stores.sort_by(|a, b| a.id.cmp(&b.id));
+
+        Some(Config {
+            database: DatabaseConfig {
+                url: url?,
+                max_connections: u32::try_from(max_connections?).ok()?,
+                sqlite_synchronous_full: synchronous? == "full",
+            },
+            sync: SyncConfig {
+                window: Duration::from_secs(u64::try_from(window?).ok()? * 60),
+                settle_delay: Duration::from_secs(u64::try_from(settle?).ok()?),
+                overlap: Duration::from_secs(u64::try_from(overlap?).ok()?),
+                initial_lookback: Duration::from_secs(u64::try_from(lookback?).ok()? * 3600),
+                request_timeout: Duration::from_secs(u64::try_from(timeout?).ok()?),
+            },
+            stores,
+        })
+    }
+
+    fn store(&mut self, id: &str, table: &Table, path: &str) -> Option<StoreConfig> {
+        let kind = self.choice(table, "type", path, "", &["taobao", "jd"]);
+        let gateway = self.string(table, "gateway", path, None);
+        let gateway = gateway.and_then(|g| {
+            if g == "sandbox" {
+                Some(Gateway::Sandbox)
+            } else if url::Url::parse(&g).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                Some(Gateway::Url(g))
+            } else {
+                self.problem(&join(path, "gateway"), &format!("{g:?} is not an http(s) URL or \"sandbox\""));
+                None
+            }
+        });
+        let sandbox = gateway == Some(Gateway::Sandbox);
+        let calls_per_second = self.int(table, "calls_per_second", path, 10, (1, 10_000));
+        let paused = self.boolean(table, "paused", path, false);
+        let kind = match kind.as_deref() {
+            Some("taobao") => {
+                self.unknown_keys(
+                    table,
+                    &["type", "gateway", "app_key", "app_secret", "session", "sign_method", "page_size", "calls_per_second", "paused"],
+                    path,
+                );
+                let app_key = self.string(table, "app_key", path, sandbox.then_some(crate::sandbox::TOP_APP_KEY));
+                let app_secret = self.secret(table, "app_secret", path, sandbox.then_some(crate::sandbox::TOP_APP_SECRET));
+                let session = self.secret(table, "session", path, sandbox.then_some(crate::sandbox::TOP_SESSION));
+                let sign_method = self.choice(table, "sign_method", path, "hmac-sha256", &["md5", "hmac", "hmac-sha256"]);
+                let page_size = self.int(table, "page_size", path, 40, (1, 100));
+                StoreKind::Taobao {
+                    app_key: app_key?,
+                    app_secret: app_secret?,
+                    session: session?,
+                    sign_method: sign_method?,
+                    page_size: u32::try_from(page_size?).ok()?,
+                }
+            }
+            Some("jd") => {
+                self.unknown_keys(
+                    table,
+                    &["type", "gateway", "app_key", "app_secret", "access_token", "page_size", "calls_per_second", "paused"],
+                    path,
+                );
+                let app_key = self.string(table, "app_key", path, sandbox.then_some(crate::sandbox::JOS_APP_KEY));
+                let app_secret = self.secret(table, "app_secret", path, sandbox.then_some(crate::sandbox::JOS_APP_SECRET));
+                let access_token =
+                    self.secret(table, "access_token", path, sandbox.then_some(crate::sandbox::JOS_ACCESS_TOKEN));
+                let page_size = self.int(table, "page_size", path, 50, (1, 100));
+                StoreKind::Jd {
+                    app_key: app_key?,
+                    app_secret: app_secret?,
+                    access_token: access_token?,
+                    page_size: u32::try_from(page_size?).ok()?,
+                }
+            }
+            _ => return None,
+        };
+        Some(StoreConfig {
+            id: id.to_string(),
+            kind,
+            gateway: gateway?,
+            calls_per_second: u32::try_from(calls_per_second?).ok()?,
+            paused: paused?,
+        })
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+}
+
+/// Summary of a valid config, for `config check`.
+pub fn describe(config: &Config) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    out.insert("database".into(), redact_url(&config.database.url));
+    for store in &config.stores {
+        let gateway = match &store.gateway {
+            Gateway::Url(u) => u.clone(),
+            Gateway::Sandbox => "built-in sandbox".into(),
+        };
+        let paused = if store.paused { ", paused" } else { "" };
+        out.insert(format!("stores.{}", store.id), format!("{} via {gateway}{paused}", store.kind.type_name()));
+    }
+    out
+}
+
+/// Hides a password in a database URL.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

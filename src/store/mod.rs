@@ -1,0 +1,193 @@
+//! The store: the only module that holds SQL. SQLite is the embedded default, PostgreSQL
+//! serves several daemon instances; both run the same statements (`$N` placeholders work
+//! on both through sqlx), written once and dispatched per backend by [`with_pool!`].
+//!
+//! SQLite runs in WAL mode with `synchronous=FULL`, foreign keys on and a busy timeout,
+//! behind a one-connection writer pool (so write transactions never race to upgrade a
+//! read lock) and a small reader pool.
+
+mod orders;
+mod runs;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+pub use orders::{IngestStats, QuarantineRow, StoredOrder, StoredOrderSummary};
+pub use runs::{JobRun, RunOutcome};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database url {0:?} is not sqlite:// or postgres://")]
+    UnknownUrl(String),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+/// Which database, with its pools.
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    Sqlite { write: SqlitePool, read: SqlitePool },
+    Postgres(PgPool),
+}
+
+/// Runs the same body against whichever pool the store has. `write` picks SQLite's writer
+/// pool, `read` its reader pool; PostgreSQL has one pool for both.
+macro_rules! with_pool {
+    ($store:expr, write, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite { write: $pool, .. } => $body,
+            $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+    ($store:expr, read, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite { read: $pool, .. } => $body,
+            $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// Handle on the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) backend: Backend,
+}
+
+/// How to open the database.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub url: String,
+    /// PostgreSQL: the schema to use (created if missing); tests use one per run.
+    pub schema: Option<String>,
+    pub max_connections: u32,
+    /// SQLite: `synchronous=FULL` (default) survives power loss; NORMAL only app crashes.
+    pub sqlite_synchronous_full: bool,
+}
+
+impl StoreOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), schema: None, max_connections: 8, sqlite_synchronous_full: true }
+    }
+}
+
+impl Store {
+    /// Opens (creating a SQLite file if missing) and migrates.
+    pub async fn open(options: &StoreOptions) -> Result<Self, StoreError> {
+        let store = Self::connect(options).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens without migrating.
+    pub async fn connect(options: &StoreOptions) -> Result<Self, StoreError> {
+        let url = options.url.as_str();
+        if url.starts_with("sqlite:") {
+            let connect = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(if options.sqlite_synchronous_full {
+                    SqliteSynchronous::Full
+                } else {
+                    SqliteSynchronous::Normal
+                })
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let write = SqlitePoolOptions::new().max_connections(1).connect_with(connect.clone()).await?;
+            let read = SqlitePoolOptions::new()
+                .max_connections(options.max_connections.clamp(1, 16))
+                .connect_with(connect.read_only(true))
+                .await?;
+            Ok(Self { backend: Backend::Sqlite { write, read } })
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let mut connect = PgConnectOptions::from_str(url)?;
+            if let Some(schema) = &options.schema {
+                // Create the schema first, on a connection of its own.
+                let bootstrap = PgPoolOptions::new().max_connections(1).connect_with(connect.clone()).await?;
+                let create = format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", schema.replace('"', ""));
+                sqlx::query(sqlx::AssertSqlSafe(create)).execute(&bootstrap).await?;
+                bootstrap.close().await;
+                connect = connect.options([("search_path", schema.as_str())]);
+            }
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(connect)
+                .await?;
+            Ok(Self { backend: Backend::Postgres(pool) })
+        } else {
+            Err(StoreError::UnknownUrl(url.to_string()))
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite { write, .. } => SQLITE_MIGRATIONS.run(write).await?,
+            Backend::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite { .. } => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// A cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_pool!(self, read, pool => { sqlx::query("SELECT 1").execute(pool).await?; });
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite { write, read } => {
+                read.close().await;
+                write.close().await;
+            }
+            Backend::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// Records a configured store (idempotent).
+    pub async fn register_store(&self, store_id: &str, platform: &str) -> Result<(), StoreError> {
+        with_pool!(self, write, pool => {
+            sqlx::query(
+                "INSERT INTO stores (id, platform, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET platform = excluded.platform",
+            )
+            .bind(store_id)
+            .bind(platform)
+            .bind(Utc::now())
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Where a store's incremental job stands.
+    pub async fn cursor(&self, store_id: &str, job: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let position: Option<DateTime<Utc>> = with_pool!(self, read, pool => {
+            sqlx::query_scalar("SELECT position FROM sync_cursors WHERE store_id = $1 AND job = $2")
+                .bind(store_id)
+                .bind(job)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(position)
+    }
+}

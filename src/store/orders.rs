@@ -1,0 +1,351 @@
+//! Orders, their lines, quarantined payloads and sync cursors.
+//!
+//! An order is keyed by (store, order id) and versioned by the platform's `modified`: an
+//! incoming copy replaces the stored one only when it is newer (or, at the same
+//! `modified` and status, carries details the stored copy lacked, such as contract data
+//! fetched by a second call). A stale copy is counted and ignored, so orders never move
+//! backwards and re-pulls are harmless.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use flagsync_market::{ContractInfo, Fetched, Order, OrderLine, OrderStatus, Receiver, RefundState};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::{Store, StoreError, with_pool};
+
+/// What one ingest did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IngestStats {
+    pub inserted: u64,
+    pub updated: u64,
+    /// Copies no newer than what was stored.
+    pub unchanged: u64,
+    pub quarantined: u64,
+}
+
+impl IngestStats {
+    pub fn add(&mut self, other: IngestStats) {
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.quarantined += other.quarantined;
+    }
+}
+
+/// The parts of an order kept as JSON beside the columns.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Detail {
+    buyer: flagsync_market::pii::Pii,
+    receiver: Option<Receiver>,
+    contract: Option<ContractInfo>,
+}
+
+/// A quarantined payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuarantineRow {
+    pub id: i64,
+    pub store_id: String,
+    pub api: String,
+    pub order_id: Option<String>,
+    pub reason: String,
+    pub payload: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// An order's headline, for lists and checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredOrderSummary {
+    pub order_id: String,
+    pub status: String,
+    pub platform_status: String,
+    pub modified_at: DateTime<Utc>,
+    pub revisions: i64,
+}
+
+/// An order as stored, with its lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredOrder {
+    pub store_id: String,
+    pub order: Order,
+    pub revisions: i64,
+}
+
+const UPSERT_ORDER: &str = "INSERT INTO orders (store_id, order_id, status, platform_status, created_at, modified_at, \
+     paid_at, total_fen, payment_fen, post_fee_fen, detail, raw, revisions, ingested_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $13) \
+     ON CONFLICT (store_id, order_id) DO UPDATE SET status = excluded.status, \
+     platform_status = excluded.platform_status, created_at = excluded.created_at, \
+     modified_at = excluded.modified_at, paid_at = excluded.paid_at, total_fen = excluded.total_fen, \
+     payment_fen = excluded.payment_fen, post_fee_fen = excluded.post_fee_fen, detail = excluded.detail, \
+     raw = excluded.raw, revisions = orders.revisions + 1, updated_at = excluded.updated_at \
+     WHERE excluded.modified_at > orders.modified_at \
+     OR (excluded.modified_at = orders.modified_at AND excluded.status = orders.status \
+         AND excluded.detail <> orders.detail) \
+     RETURNING revisions";
+
+const INSERT_LINE: &str = "INSERT INTO order_lines (store_id, order_id, line_id, item_id, sku_id, outer_sku_id, title, \
+     quantity, price_fen, payment_fen, refund, platform_status) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+const INSERT_QUARANTINE: &str =
+    "INSERT INTO quarantine (store_id, api, order_id, reason, payload, received_at) VALUES ($1, $2, $3, $4, $5, $6)";
+
+const ADVANCE_CURSOR: &str = "INSERT INTO sync_cursors (store_id, job, position, updated_at) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (store_id, job) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at \
+     WHERE excluded.position > sync_cursors.position";
+
+fn refund_str(refund: RefundState) -> &'static str {
+    match refund {
+        RefundState::None => "none",
+        RefundState::Requested => "requested",
+        RefundState::Refunded => "refunded",
+    }
+}
+
+fn parse_refund(text: &str) -> RefundState {
+    match text {
+        "requested" => RefundState::Requested,
+        "refunded" => RefundState::Refunded,
+        _ => RefundState::None,
+    }
+}
+
+impl Store {
+    /// Stores a batch of pulled orders (and quarantines what could not be parsed) in one
+    /// transaction. When `cursor` is given, the job's cursor moves forward to it in the
+    /// same transaction, so a cursor never points past orders that are not committed.
+    pub async fn ingest(
+        &self,
+        store_id: &str,
+        batch: &[Fetched],
+        cursor: Option<(&str, DateTime<Utc>)>,
+    ) -> Result<IngestStats, StoreError> {
+        let now = Utc::now();
+        let mut stats = IngestStats::default();
+        with_pool!(self, write, pool => {
+            let mut tx = pool.begin().await?;
+            for item in batch {
+                match item {
+                    Fetched::Order(order) => {
+                        let detail = serde_json::to_string(&Detail {
+                            buyer: order.buyer.clone(),
+                            receiver: order.receiver.clone(),
+                            contract: order.contract.clone(),
+                        })
+                        .map_err(|e| StoreError::Corrupt(format!("order {}: {e}", order.order_id)))?;
+                        let revisions: Option<i64> = sqlx::query_scalar(UPSERT_ORDER)
+                            .bind(store_id)
+                            .bind(&order.order_id)
+                            .bind(order.status.as_str())
+                            .bind(&order.platform_status)
+                            .bind(order.created_at)
+                            .bind(order.modified_at)
+                            .bind(order.paid_at)
+                            .bind(order.total_fen)
+                            .bind(order.payment_fen)
+                            .bind(order.post_fee_fen)
+                            .bind(&detail)
+                            .bind(&order.raw)
+                            .bind(now)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        match revisions {
+                            None => {
+                                stats.unchanged += 1;
+                                continue;
+                            }
+                            Some(1) => stats.inserted += 1,
+                            Some(_) => stats.updated += 1,
+                        }
+                        sqlx::query("DELETE FROM order_lines WHERE store_id = $1 AND order_id = $2")
+                            .bind(store_id)
+                            .bind(&order.order_id)
+                            .execute(&mut *tx)
+                            .await?;
+                        for line in &order.lines {
+                            sqlx::query(INSERT_LINE)
+                                .bind(store_id)
+                                .bind(&order.order_id)
+                                .bind(&line.line_id)
+                                .bind(&line.item_id)
+                                .bind(&line.sku_id)
+                                .bind(&line.outer_sku_id)
+                                .bind(&line.title)
+                                .bind(line.quantity)
+                                .bind(line.price_fen)
+                                .bind(line.payment_fen)
+                                .bind(refund_str(line.refund))
+                                .bind(&line.platform_status)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
+                    Fetched::Unparsed(unparsed) => {
+                        sqlx::query(INSERT_QUARANTINE)
+                            .bind(store_id)
+                            .bind(&unparsed.api)
+                            .bind(&unparsed.order_id)
+                            .bind(&unparsed.reason)
+                            .bind(&unparsed.raw)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        stats.quarantined += 1;
+                    }
+                }
+            }
+            if let Some((job, position)) = cursor {
+                sqlx::query(ADVANCE_CURSOR).bind(store_id).bind(job).bind(position).bind(now).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(stats)
+    }
+
+    /// The stored `modified` of each of these orders that is stored at all.
+    pub async fn stored_versions(
+        &self,
+        store_id: &str,
+        order_ids: &[String],
+    ) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+        let mut found = HashMap::with_capacity(order_ids.len());
+        for chunk in order_ids.chunks(500) {
+            with_pool!(self, read, pool => {
+                let mut query = sqlx::QueryBuilder::new("SELECT order_id, modified_at FROM orders WHERE store_id = ");
+                query.push_bind(store_id).push(" AND order_id IN (");
+                let mut list = query.separated(", ");
+                for id in chunk {
+                    list.push_bind(id);
+                }
+                query.push(")");
+                for row in query.build().fetch_all(pool).await? {
+                    found.insert(row.try_get::<String, _>("order_id")?, row.try_get::<DateTime<Utc>, _>("modified_at")?);
+                }
+            });
+        }
+        Ok(found)
+    }
+
+    /// Every stored order's headline for a store, by order id.
+    pub async fn order_summaries(&self, store_id: &str) -> Result<Vec<StoredOrderSummary>, StoreError> {
+        let mut out = Vec::new();
+        with_pool!(self, read, pool => {
+            let rows = sqlx::query(
+                "SELECT order_id, status, platform_status, modified_at, revisions FROM orders \
+                 WHERE store_id = $1 ORDER BY order_id",
+            )
+            .bind(store_id)
+            .fetch_all(pool)
+            .await?;
+            for row in rows {
+                out.push(StoredOrderSummary {
+                    order_id: row.try_get("order_id")?,
+                    status: row.try_get("status")?,
+                    platform_status: row.try_get("platform_status")?,
+                    modified_at: row.try_get("modified_at")?,
+                    revisions: row.try_get("revisions")?,
+                });
+            }
+        });
+        Ok(out)
+    }
+
+    pub async fn count_orders(&self, store_id: &str) -> Result<i64, StoreError> {
+        let count: i64 = with_pool!(self, read, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE store_id = $1").bind(store_id).fetch_one(pool).await?
+        });
+        Ok(count)
+    }
+
+    /// One stored order with its lines.
+    pub async fn order(&self, store_id: &str, order_id: &str) -> Result<Option<StoredOrder>, StoreError> {
+        with_pool!(self, read, pool => {
+            let Some(row) = sqlx::query(
+                "SELECT order_id, status, platform_status, created_at, modified_at, paid_at, total_fen, \
+                 payment_fen, post_fee_fen, detail, raw, revisions FROM orders WHERE store_id = $1 AND order_id = $2",
+            )
+            .bind(store_id)
+            .bind(order_id)
+            .fetch_optional(pool)
+            .await?
+            else {
+                return Ok(None);
+            };
+            let status_text: String = row.try_get("status")?;
+            let status = OrderStatus::parse(&status_text)
+                .ok_or_else(|| StoreError::Corrupt(format!("order {order_id}: unknown status {status_text:?}")))?;
+            let detail_text: String = row.try_get("detail")?;
+            let detail: Detail = serde_json::from_str(&detail_text)
+                .map_err(|e| StoreError::Corrupt(format!("order {order_id}: detail: {e}")))?;
+            let line_rows = sqlx::query(
+                "SELECT line_id, item_id, sku_id, outer_sku_id, title, quantity, price_fen, payment_fen, refund, \
+                 platform_status FROM order_lines WHERE store_id = $1 AND order_id = $2 ORDER BY line_id",
+            )
+            .bind(store_id)
+            .bind(order_id)
+            .fetch_all(pool)
+            .await?;
+            let mut lines = Vec::with_capacity(line_rows.len());
+            for line in line_rows {
+                let refund: String = line.try_get("refund")?;
+                lines.push(OrderLine {
+                    line_id: line.try_get("line_id")?,
+                    item_id: line.try_get("item_id")?,
+                    sku_id: line.try_get("sku_id")?,
+                    outer_sku_id: line.try_get("outer_sku_id")?,
+                    title: line.try_get("title")?,
+                    quantity: line.try_get("quantity")?,
+                    price_fen: line.try_get("price_fen")?,
+                    payment_fen: line.try_get("payment_fen")?,
+                    refund: parse_refund(&refund),
+                    platform_status: line.try_get("platform_status")?,
+                });
+            }
+            let order = Order {
+                order_id: row.try_get("order_id")?,
+                status,
+                platform_status: row.try_get("platform_status")?,
+                created_at: row.try_get("created_at")?,
+                modified_at: row.try_get("modified_at")?,
+                paid_at: row.try_get("paid_at")?,
+                total_fen: row.try_get("total_fen")?,
+                payment_fen: row.try_get("payment_fen")?,
+                post_fee_fen: row.try_get("post_fee_fen")?,
+                buyer: detail.buyer,
+                receiver: detail.receiver,
+                lines,
+                contract: detail.contract,
+                raw: row.try_get("raw")?,
+            };
+            Ok(Some(StoredOrder { store_id: store_id.to_string(), order, revisions: row.try_get("revisions")? }))
+        })
+    }
+
+    /// Quarantined payloads not yet resolved, newest first.
+    pub async fn quarantine(&self, store_id: Option<&str>) -> Result<Vec<QuarantineRow>, StoreError> {
+        let mut out = Vec::new();
+        with_pool!(self, read, pool => {
+            let rows = sqlx::query(
+                "SELECT id, store_id, api, order_id, reason, payload, received_at FROM quarantine \
+                 WHERE resolved_at IS NULL AND (CAST($1 AS TEXT) IS NULL OR store_id = $1) ORDER BY id DESC",
+            )
+            .bind(store_id)
+            .fetch_all(pool)
+            .await?;
+            for row in rows {
+                out.push(QuarantineRow {
+                    id: row.try_get("id")?,
+                    store_id: row.try_get("store_id")?,
+                    api: row.try_get("api")?,
+                    order_id: row.try_get("order_id")?,
+                    reason: row.try_get("reason")?,
+                    payload: row.try_get("payload")?,
+                    received_at: row.try_get("received_at")?,
+                });
+            }
+        });
+        Ok(out)
+    }
+}
