@@ -52,6 +52,8 @@ pub enum StoreKind {
         app_secret: SecretString,
         access_token: SecretString,
         page_size: u32,
+        /// The gateway refuses pages beyond this; wider windows are split.
+        page_cap: u32,
     },
 }
 
@@ -123,7 +125,10 @@ const ENV_PREFIX: &str = "FLAGSYNC__";
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         source_name: path.display().to_string(),
-        problems: vec![Problem { path: "(file)".into(), message: format!("cannot read {}: {e}", path.display()) }],
+        problems: vec![Problem {
+            path: "(file)".into(),
+            message: format!("cannot read {}: {e}", path.display()),
+        }],
     })?;
     let env: Vec<(String, String)> = std::env::vars().collect();
     let base = path.parent().unwrap_or(Path::new("."));
@@ -142,7 +147,12 @@ pub fn parse(
     let fail = |problems| ConfigError { source_name: source_name.to_string(), problems };
     let mut root: Table = match text.parse::<Table>() {
         Ok(table) => table,
-        Err(e) => return Err(fail(vec![Problem { path: "(syntax)".into(), message: e.to_string().trim().to_string() }])),
+        Err(e) => {
+            return Err(fail(vec![Problem {
+                path: "(syntax)".into(),
+                message: e.to_string().trim().to_string(),
+            }]));
+        }
     };
     let mut checker = Checker { problems: Vec::new(), base: base.to_path_buf(), lookup };
     apply_env(&mut root, env, &mut checker);
@@ -166,10 +176,9 @@ fn apply_env(root: &mut Table, env: &[(String, String)], checker: &mut Checker<'
         }
         if segments.first().map(String::as_str) == Some("stores") && segments.len() >= 3 {
             let wanted = segments[1].replace('-', "_");
-            let existing = root
-                .get("stores")
-                .and_then(Value::as_table)
-                .and_then(|stores| stores.keys().find(|k| k.to_ascii_lowercase().replace('-', "_") == wanted).cloned());
+            let existing = root.get("stores").and_then(Value::as_table).and_then(|stores| {
+                stores.keys().find(|k| k.to_ascii_lowercase().replace('-', "_") == wanted).cloned()
+            });
             match existing {
                 Some(id) => segments[1] = id,
                 None => {
@@ -279,13 +288,23 @@ impl Checker<'_> {
             None => Some(default),
             Some(Value::Boolean(b)) => Some(*b),
             Some(other) => {
-                self.problem(&join(path, key), &format!("expected true or false, found {}", other.type_str()));
+                self.problem(
+                    &join(path, key),
+                    &format!("expected true or false, found {}", other.type_str()),
+                );
                 None
             }
         }
     }
 
-    fn choice(&mut self, table: &Table, key: &str, path: &str, default: &str, allowed: &[&str]) -> Option<String> {
+    fn choice(
+        &mut self,
+        table: &Table,
+        key: &str,
+        path: &str,
+        default: &str,
+        allowed: &[&str],
+    ) -> Option<String> {
         let value = self.string(table, key, path, Some(default))?;
         if allowed.contains(&value.as_str()) {
             Some(value)
@@ -297,25 +316,43 @@ impl Checker<'_> {
 
     /// A secret: `{ env = "VAR" }` or `{ file = "path" }`; never inline. With a sandbox
     /// gateway a missing secret takes the sandbox's documented value.
-    fn secret(&mut self, table: &Table, key: &str, path: &str, sandbox_default: Option<&str>) -> Option<SecretString> {
+    fn secret(
+        &mut self,
+        table: &Table,
+        key: &str,
+        path: &str,
+        sandbox_default: Option<&str>,
+    ) -> Option<SecretString> {
         let at = join(path, key);
         let spec = match table.get(key) {
             None => {
                 return match sandbox_default {
                     Some(value) => Some(SecretString::from(value.to_string())),
                     None => {
-                        self.problem(&at, "missing (required): give { env = \"VAR\" } or { file = \"/path\" }");
+                        self.problem(
+                            &at,
+                            "missing (required): give { env = \"VAR\" } or { file = \"/path\" }",
+                        );
                         None
                     }
                 };
             }
             Some(Value::String(_)) => {
-                self.problem(&at, "secrets may not be written inline: use { env = \"VAR\" } or { file = \"/path\" }");
+                self.problem(
+                    &at,
+                    "secrets may not be written inline: use { env = \"VAR\" } or { file = \"/path\" }",
+                );
                 return None;
             }
             Some(Value::Table(spec)) => spec,
             Some(other) => {
-                self.problem(&at, &format!("expected {{ env = \"VAR\" }} or {{ file = \"/path\" }}, found {}", other.type_str()));
+                self.problem(
+                    &at,
+                    &format!(
+                        "expected {{ env = \"VAR\" }} or {{ file = \"/path\" }}, found {}",
+                        other.type_str()
+                    ),
+                );
                 return None;
             }
         };
@@ -331,7 +368,9 @@ impl Checker<'_> {
             (None, Some(Value::String(file))) => {
                 let file_path = self.base.join(file);
                 match std::fs::read_to_string(&file_path) {
-                    Ok(value) if !value.trim().is_empty() => Some(SecretString::from(value.trim().to_string())),
+                    Ok(value) if !value.trim().is_empty() => {
+                        Some(SecretString::from(value.trim().to_string()))
+                    }
                     Ok(_) => {
                         self.problem(&at, &format!("secret file {} is empty", file_path.display()));
                         None
@@ -356,17 +395,26 @@ impl Checker<'_> {
         self.unknown_keys(database, &["url", "max_connections", "sqlite_synchronous"], "database");
         let url = self.string(database, "url", "database", Some("sqlite://data/flagsync.db"));
         if let Some(url) = &url
-            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
         {
             self.problem("database.url", "must start with sqlite: or postgres://");
         }
         let max_connections = self.int(database, "max_connections", "database", 8, (1, 256));
-        let synchronous = self.choice(database, "sqlite_synchronous", "database", "full", &["full", "normal"]);
+        let synchronous =
+            self.choice(database, "sqlite_synchronous", "database", "full", &["full", "normal"]);
 
         let sync = self.table(root, "sync", "").unwrap_or(&empty);
         self.unknown_keys(
             sync,
-            &["window_mins", "settle_delay_secs", "overlap_secs", "initial_lookback_hours", "request_timeout_secs"],
+            &[
+                "window_mins",
+                "settle_delay_secs",
+                "overlap_secs",
+                "initial_lookback_hours",
+                "request_timeout_secs",
+            ],
             "sync",
         );
         let window = self.int(sync, "window_mins", "sync", 30, (1, 1440));
@@ -432,13 +480,27 @@ impl Checker<'_> {
             Some("taobao") => {
                 self.unknown_keys(
                     table,
-                    &["type", "gateway", "app_key", "app_secret", "session", "sign_method", "page_size", "calls_per_second", "paused"],
+                    &[
+                        "type",
+                        "gateway",
+                        "app_key",
+                        "app_secret",
+                        "session",
+                        "sign_method",
+                        "page_size",
+                        "calls_per_second",
+                        "paused",
+                    ],
                     path,
                 );
-                let app_key = self.string(table, "app_key", path, sandbox.then_some(crate::sandbox::TOP_APP_KEY));
-                let app_secret = self.secret(table, "app_secret", path, sandbox.then_some(crate::sandbox::TOP_APP_SECRET));
-                let session = self.secret(table, "session", path, sandbox.then_some(crate::sandbox::TOP_SESSION));
-                let sign_method = self.choice(table, "sign_method", path, "hmac-sha256", &["md5", "hmac", "hmac-sha256"]);
+                let app_key =
+                    self.string(table, "app_key", path, sandbox.then_some(crate::sandbox::TOP_APP_KEY));
+                let app_secret =
+                    self.secret(table, "app_secret", path, sandbox.then_some(crate::sandbox::TOP_APP_SECRET));
+                let session =
+                    self.secret(table, "session", path, sandbox.then_some(crate::sandbox::TOP_SESSION));
+                let sign_method =
+                    self.choice(table, "sign_method", path, "hmac-sha256", &["md5", "hmac", "hmac-sha256"]);
                 let page_size = self.int(table, "page_size", path, 40, (1, 100));
                 StoreKind::Taobao {
                     app_key: app_key?,
@@ -451,19 +513,37 @@ impl Checker<'_> {
             Some("jd") => {
                 self.unknown_keys(
                     table,
-                    &["type", "gateway", "app_key", "app_secret", "access_token", "page_size", "calls_per_second", "paused"],
+                    &[
+                        "type",
+                        "gateway",
+                        "app_key",
+                        "app_secret",
+                        "access_token",
+                        "page_size",
+                        "page_cap",
+                        "calls_per_second",
+                        "paused",
+                    ],
                     path,
                 );
-                let app_key = self.string(table, "app_key", path, sandbox.then_some(crate::sandbox::JOS_APP_KEY));
-                let app_secret = self.secret(table, "app_secret", path, sandbox.then_some(crate::sandbox::JOS_APP_SECRET));
-                let access_token =
-                    self.secret(table, "access_token", path, sandbox.then_some(crate::sandbox::JOS_ACCESS_TOKEN));
+                let app_key =
+                    self.string(table, "app_key", path, sandbox.then_some(crate::sandbox::JOS_APP_KEY));
+                let app_secret =
+                    self.secret(table, "app_secret", path, sandbox.then_some(crate::sandbox::JOS_APP_SECRET));
+                let access_token = self.secret(
+                    table,
+                    "access_token",
+                    path,
+                    sandbox.then_some(crate::sandbox::JOS_ACCESS_TOKEN),
+                );
                 let page_size = self.int(table, "page_size", path, 50, (1, 100));
+                let page_cap = self.int(table, "page_cap", path, 300, (1, 10_000));
                 StoreKind::Jd {
                     app_key: app_key?,
                     app_secret: app_secret?,
                     access_token: access_token?,
                     page_size: u32::try_from(page_size?).ok()?,
+                    page_cap: u32::try_from(page_cap?).ok()?,
                 }
             }
             _ => return None,
@@ -492,7 +572,10 @@ pub fn describe(config: &Config) -> BTreeMap<String, String> {
             Gateway::Sandbox => "built-in sandbox".into(),
         };
         let paused = if store.paused { ", paused" } else { "" };
-        out.insert(format!("stores.{}", store.id), format!("{} via {gateway}{paused}", store.kind.type_name()));
+        out.insert(
+            format!("stores.{}", store.id),
+            format!("{} via {gateway}{paused}", store.kind.type_name()),
+        );
     }
     out
 }

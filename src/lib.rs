@@ -3,7 +3,10 @@
 //!
 //! The binary in `main.rs` is thin: it parses the command line and calls into this library.
 
+pub mod app;
+pub mod cli;
 pub mod config;
+pub mod registry;
 pub mod sandbox;
 pub mod store;
 pub mod sync;

@@ -4,5 +4,9 @@
 
 mod support;
 
+mod architecture;
+mod commands;
 mod config_check;
+mod contract;
+mod exactly_once;
 mod store_suite;

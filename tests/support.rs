@@ -56,7 +56,12 @@ pub fn postgres_url() -> Option<String> {
 
 pub fn unique_schema() -> String {
     let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    format!("fs_test_{}_{}_{}", std::process::id(), nanos % 1_000_000_000, NEXT.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "fs_test_{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000,
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// A migrated, empty store; `None` (with a notice) when PostgreSQL is not configured.
@@ -70,7 +75,9 @@ pub async fn test_store(backend: Backend) -> Option<TestStore> {
         }
         Backend::Postgres => {
             let Some(url) = postgres_url() else {
-                eprintln!("postgres test NOT RUN: set {PG_ENV} (e.g. postgres://postgres@127.0.0.1:5432/test)");
+                eprintln!(
+                    "postgres test NOT RUN: set {PG_ENV} (e.g. postgres://postgres@127.0.0.1:5432/test)"
+                );
                 return None;
             };
             let schema = unique_schema();

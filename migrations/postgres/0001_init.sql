@@ -10,6 +10,8 @@ CREATE TABLE orders (
     store_id        TEXT NOT NULL REFERENCES stores (id),
     order_id        TEXT NOT NULL,
     status          TEXT NOT NULL,
+    -- lifecycle rank of status: breaks ties between copies with the same `modified`
+    status_rank     BIGINT NOT NULL,
     platform_status TEXT NOT NULL,
     created_at      TIMESTAMPTZ NOT NULL,
     modified_at     TIMESTAMPTZ NOT NULL,
@@ -21,6 +23,8 @@ CREATE TABLE orders (
     detail          TEXT NOT NULL,
     -- the platform's payload exactly as received
     raw             TEXT NOT NULL,
+    -- hash of everything mapped from the payload (status, lines, detail)
+    fingerprint     TEXT NOT NULL,
     -- how many distinct versions (modified values) were stored
     revisions       BIGINT NOT NULL DEFAULT 1,
     ingested_at     TIMESTAMPTZ NOT NULL,

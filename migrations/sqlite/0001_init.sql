@@ -11,6 +11,8 @@ CREATE TABLE orders (
     store_id        TEXT NOT NULL REFERENCES stores (id),
     order_id        TEXT NOT NULL,
     status          TEXT NOT NULL,
+    -- lifecycle rank of status: breaks ties between copies with the same `modified`
+    status_rank     INTEGER NOT NULL,
     platform_status TEXT NOT NULL,
     created_at      TEXT NOT NULL,
     modified_at     TEXT NOT NULL,
@@ -22,6 +24,8 @@ CREATE TABLE orders (
     detail          TEXT NOT NULL,
     -- the platform's payload exactly as received
     raw             TEXT NOT NULL,
+    -- hash of everything mapped from the payload (status, lines, detail)
+    fingerprint     TEXT NOT NULL,
     -- how many distinct versions (modified values) were stored
     revisions       INTEGER NOT NULL DEFAULT 1,
     ingested_at     TEXT NOT NULL,

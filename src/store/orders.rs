@@ -72,25 +72,60 @@ pub struct StoredOrder {
     pub revisions: i64,
 }
 
-const UPSERT_ORDER: &str = "INSERT INTO orders (store_id, order_id, status, platform_status, created_at, modified_at, \
-     paid_at, total_fen, payment_fen, post_fee_fen, detail, raw, revisions, ingested_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $13) \
-     ON CONFLICT (store_id, order_id) DO UPDATE SET status = excluded.status, \
+/// Newer `modified` wins. Platforms stamp `modified` to the second, so two changes in one
+/// second (paid, then held) carry the same value: then the copy that differs and is no
+/// earlier in the lifecycle wins, so the order still never moves backwards.
+const UPSERT_ORDER: &str = "INSERT INTO orders (store_id, order_id, status, status_rank, platform_status, \
+     created_at, modified_at, paid_at, total_fen, payment_fen, post_fee_fen, detail, raw, fingerprint, revisions, \
+     ingested_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, $15, $15) \
+     ON CONFLICT (store_id, order_id) DO UPDATE SET status = excluded.status, status_rank = excluded.status_rank, \
      platform_status = excluded.platform_status, created_at = excluded.created_at, \
      modified_at = excluded.modified_at, paid_at = excluded.paid_at, total_fen = excluded.total_fen, \
      payment_fen = excluded.payment_fen, post_fee_fen = excluded.post_fee_fen, detail = excluded.detail, \
-     raw = excluded.raw, revisions = orders.revisions + 1, updated_at = excluded.updated_at \
+     raw = excluded.raw, fingerprint = excluded.fingerprint, revisions = orders.revisions + 1, \
+     updated_at = excluded.updated_at \
      WHERE excluded.modified_at > orders.modified_at \
-     OR (excluded.modified_at = orders.modified_at AND excluded.status = orders.status \
-         AND excluded.detail <> orders.detail) \
+     OR (excluded.modified_at = orders.modified_at AND excluded.fingerprint <> orders.fingerprint \
+         AND excluded.status_rank >= orders.status_rank) \
      RETURNING revisions";
+
+/// Lifecycle order of statuses, for same-second ties.
+fn status_rank(status: OrderStatus) -> i64 {
+    match status {
+        OrderStatus::AwaitingPayment => 0,
+        OrderStatus::Paid => 1,
+        OrderStatus::Held => 2,
+        OrderStatus::PartiallyShipped => 3,
+        OrderStatus::Shipped => 4,
+        OrderStatus::Completed => 5,
+        OrderStatus::Cancelled => 6,
+        OrderStatus::Refunded => 6,
+    }
+}
+
+/// A stable hash of what was mapped from the payload (not the raw bytes, which may differ
+/// in field order between calls).
+fn fingerprint(order: &Order, detail: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    order.status.as_str().hash(&mut hasher);
+    order.platform_status.hash(&mut hasher);
+    order.paid_at.map(|t| t.timestamp()).hash(&mut hasher);
+    (order.total_fen, order.payment_fen, order.post_fee_fen).hash(&mut hasher);
+    detail.hash(&mut hasher);
+    for line in &order.lines {
+        (&line.line_id, &line.item_id, &line.sku_id, &line.outer_sku_id, line.quantity).hash(&mut hasher);
+        (line.price_fen, line.payment_fen, refund_str(line.refund), &line.platform_status).hash(&mut hasher);
+    }
+    format!("{:016x}", hasher.finish())
+}
 
 const INSERT_LINE: &str = "INSERT INTO order_lines (store_id, order_id, line_id, item_id, sku_id, outer_sku_id, title, \
      quantity, price_fen, payment_fen, refund, platform_status) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
-const INSERT_QUARANTINE: &str =
-    "INSERT INTO quarantine (store_id, api, order_id, reason, payload, received_at) VALUES ($1, $2, $3, $4, $5, $6)";
+const INSERT_QUARANTINE: &str = "INSERT INTO quarantine (store_id, api, order_id, reason, payload, received_at) VALUES ($1, $2, $3, $4, $5, $6)";
 
 const ADVANCE_CURSOR: &str = "INSERT INTO sync_cursors (store_id, job, position, updated_at) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (store_id, job) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at \
@@ -139,6 +174,7 @@ impl Store {
                             .bind(store_id)
                             .bind(&order.order_id)
                             .bind(order.status.as_str())
+                            .bind(status_rank(order.status))
                             .bind(&order.platform_status)
                             .bind(order.created_at)
                             .bind(order.modified_at)
@@ -148,6 +184,7 @@ impl Store {
                             .bind(order.post_fee_fen)
                             .bind(&detail)
                             .bind(&order.raw)
+                            .bind(fingerprint(order, &detail))
                             .bind(now)
                             .fetch_optional(&mut *tx)
                             .await?;

@@ -87,9 +87,13 @@ impl StoreSink<'_> {
 
 #[async_trait]
 impl OrderSink for StoreSink<'_> {
-    async fn select_changed(&mut self, candidates: &[(String, DateTime<Utc>)]) -> Result<Vec<bool>, SinkError> {
+    async fn select_changed(
+        &mut self,
+        candidates: &[(String, DateTime<Utc>)],
+    ) -> Result<Vec<bool>, SinkError> {
         let ids: Vec<String> = candidates.iter().map(|(id, _)| id.clone()).collect();
-        let stored = self.store.stored_versions(self.store_id, &ids).await.map_err(|e| SinkError(Box::new(e)))?;
+        let stored =
+            self.store.stored_versions(self.store_id, &ids).await.map_err(|e| SinkError(Box::new(e)))?;
         let held: std::collections::HashMap<&str, DateTime<Utc>> = self
             .pending
             .iter()
@@ -111,7 +115,11 @@ impl OrderSink for StoreSink<'_> {
         self.received += batch.len() as u64;
         let previous = std::mem::replace(&mut self.pending, batch);
         if !previous.is_empty() {
-            let stats = self.store.ingest(self.store_id, &previous, None).await.map_err(|e| SinkError(Box::new(e)))?;
+            let stats = self
+                .store
+                .ingest(self.store_id, &previous, None)
+                .await
+                .map_err(|e| SinkError(Box::new(e)))?;
             self.stats.add(stats);
         }
         Ok(())
@@ -169,11 +177,13 @@ pub async fn sync_orders(
         }
     };
 
-    let mut sink = StoreSink { store, store_id, pending: Vec::new(), stats: IngestStats::default(), received: 0 };
+    let mut sink =
+        StoreSink { store, store_id, pending: Vec::new(), stats: IngestStats::default(), received: 0 };
     let mut window_start = start;
     while window_start < end {
         let window_end = (window_start + window).min(end);
-        let stats = market.pull_orders(TimeWindow { start: window_start, end: window_end }, &mut sink).await?;
+        let stats =
+            market.pull_orders(TimeWindow { start: window_start, end: window_end }, &mut sink).await?;
         report.calls += stats.calls;
         report.pages += stats.pages;
         report.windows += 1;

@@ -6,7 +6,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use flagsync_market::time::format_beijing;
-use flagsync_market::transport::{HttpMethod, HttpRequest, HttpReply, TransportError};
+use flagsync_market::transport::{HttpMethod, HttpReply, HttpRequest, TransportError};
 use flagsync_market::{ConnectorError, ErrorKind};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::Value;

@@ -142,7 +142,11 @@ pub fn check_business(api: &str, result: &Value, what: &str) -> Result<(), Conne
 }
 
 /// The named result object inside an opened root.
-pub(crate) fn result<'a>(api: &str, root: &'a Map<String, Value>, key: &str) -> Result<&'a Value, ConnectorError> {
+pub(crate) fn result<'a>(
+    api: &str,
+    root: &'a Map<String, Value>,
+    key: &str,
+) -> Result<&'a Value, ConnectorError> {
     match root.get(key) {
         Some(value) if value.is_object() => Ok(value),
         _ => Err(malformed(api, format!("reply has no {key} object"))),
@@ -189,7 +193,8 @@ mod tests {
         let body = r#"{"jingdong_pop_order_shipment_responce":{"code":"0","sopjosshipment_result":{"success":true}}}"#;
         let root = open(API, 200, body).unwrap();
         check_business(API, result(API, &root, "sopjosshipment_result").unwrap(), "x").unwrap();
-        let numeric = r#"{"jingdong_pop_order_shipment_responce":{"code":0,"sopjosshipment_result":{"success":true}}}"#;
+        let numeric =
+            r#"{"jingdong_pop_order_shipment_responce":{"code":0,"sopjosshipment_result":{"success":true}}}"#;
         assert!(open(API, 200, numeric).is_ok());
     }
 

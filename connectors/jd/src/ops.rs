@@ -8,7 +8,7 @@ use flagsync_market::{
 use serde_json::json;
 
 use crate::envelope::PLATFORM;
-use crate::parse::{self, ORDER_GET, OPTIONAL_FIELDS, SHIPMENT, STOCK_QUERY, STOCK_SET};
+use crate::parse::{self, OPTIONAL_FIELDS, ORDER_GET, SHIPMENT, STOCK_QUERY, STOCK_SET};
 use crate::{JdConnector, STOCK_BATCH};
 
 /// Business refusals of a shipment get one more send (after a re-read) in case the order
@@ -36,7 +36,10 @@ fn local(api: &str, message: String) -> ConnectorError {
 
 fn numeric_sku(api: &str, listing: &ListingRef) -> Result<u64, ConnectorError> {
     let Some(sku) = listing.sku_id.as_deref() else {
-        return Err(local(api, format!("listing {} has no sku id; jd stock is set per sku", listing.item_id)));
+        return Err(local(
+            api,
+            format!("listing {} has no sku id; jd stock is set per sku", listing.item_id),
+        ));
     };
     sku.trim().parse::<u64>().map_err(|_| local(api, format!("sku id {sku:?} is not a jd numeric sku id")))
 }
@@ -53,7 +56,10 @@ impl JdConnector {
             .ok_or_else(|| local(ORDER_GET, format!("order {order_id} not found")))
     }
 
-    pub(crate) async fn set_stock(&self, updates: &[StockUpdate]) -> Result<Vec<StockResult>, ConnectorError> {
+    pub(crate) async fn set_stock(
+        &self,
+        updates: &[StockUpdate],
+    ) -> Result<Vec<StockResult>, ConnectorError> {
         let mut outcomes: Vec<Option<Result<i64, ConnectorError>>> = vec![None; updates.len()];
         let mut valid: Vec<(usize, u64)> = Vec::new();
         for (index, update) in updates.iter().enumerate() {
@@ -81,7 +87,10 @@ impl JdConnector {
                         let found = if results.is_empty() {
                             Some(Ok(()))
                         } else if named {
-                            results.iter().find(|r| r.sku_id.as_deref() == Some(&sku_text)).map(|r| r.outcome.clone())
+                            results
+                                .iter()
+                                .find(|r| r.sku_id.as_deref() == Some(&sku_text))
+                                .map(|r| r.outcome.clone())
                         } else if results.len() == chunk.len() {
                             Some(results[position].outcome.clone())
                         } else {
@@ -112,18 +121,20 @@ impl JdConnector {
             .zip(outcomes)
             .map(|(update, outcome)| StockResult {
                 listing: update.listing.clone(),
-                outcome: outcome.unwrap_or_else(|| {
-                    Err(local(STOCK_SET, "update was not sent".into()))
-                }),
+                outcome: outcome.unwrap_or_else(|| Err(local(STOCK_SET, "update was not sent".into()))),
             })
             .collect())
     }
 
-    pub(crate) async fn query_stock(&self, listings: &[ListingRef]) -> Result<Vec<ListingQty>, ConnectorError> {
+    pub(crate) async fn query_stock(
+        &self,
+        listings: &[ListingRef],
+    ) -> Result<Vec<ListingQty>, ConnectorError> {
         let mut out = Vec::with_capacity(listings.len());
         for listing in listings {
             let sku = numeric_sku(STOCK_QUERY, listing)?;
-            let found = self.with_retry(STOCK_QUERY, &json!({"skuId": sku}), parse::stock_query, &mut 0).await?;
+            let found =
+                self.with_retry(STOCK_QUERY, &json!({"skuId": sku}), parse::stock_query, &mut 0).await?;
             let sku_text = sku.to_string();
             let quantity = found
                 .iter()
@@ -181,7 +192,9 @@ impl JdConnector {
             match error.kind {
                 ErrorKind::Auth => return Err(error),
                 // A gateway refusal (bad signature, method...) means JD never looked at it.
-                ErrorKind::Rejected if error.code.as_deref().is_some_and(is_gateway_code) => return Err(error),
+                ErrorKind::Rejected if error.code.as_deref().is_some_and(is_gateway_code) => {
+                    return Err(error);
+                }
                 ErrorKind::Rejected => rejected_sends += 1,
                 _ => {}
             }

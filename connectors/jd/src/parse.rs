@@ -35,7 +35,7 @@ pub struct SearchPage {
 /// The outcome for one SKU of a `jingdong.ware.stock.sku.set` call.
 #[derive(Debug)]
 pub struct SkuOutcome {
-    /// The SKU id the result names (`data` or `skuId`), when it names one.
+    /// The SKU id the result names (`skuId`, else `data`), when it names one.
     pub sku_id: Option<String>,
     pub outcome: Result<(), ConnectorError>,
 }
@@ -62,7 +62,12 @@ pub fn search_page(status: u16, body: &str) -> Result<SearchPage, ConnectorError
     let api_result = api_result(ORDER_SEARCH, found)?;
     check_business(ORDER_SEARCH, api_result, "searchorderinfo_result.apiResult")?;
     let total = text_of(found.get("orderTotal")).and_then(|t| t.parse::<u64>().ok()).ok_or_else(|| {
-        ConnectorError::new(PLATFORM, ORDER_SEARCH, ErrorKind::Malformed, "orderTotal is missing or not a count")
+        ConnectorError::new(
+            PLATFORM,
+            ORDER_SEARCH,
+            ErrorKind::Malformed,
+            "orderTotal is missing or not a count",
+        )
     })?;
     let orders = match found.get("orderInfoList") {
         None | Some(Value::Null) => Vec::new(),
@@ -132,7 +137,9 @@ pub fn stock_set(status: u16, body: &str) -> Result<Vec<SkuOutcome>, ConnectorEr
     Ok(items
         .iter()
         .map(|item| {
-            let sku_id = text_of(item.get("data")).or_else(|| text_of(item.get("skuId")));
+            // `skuId` when present; otherwise `data`, which one fixture uses for the SKU id
+            // (its meaning is undocumented: another source treats it as the new quantity).
+            let sku_id = text_of(item.get("skuId")).or_else(|| text_of(item.get("data")));
             let outcome = check_business(STOCK_SET, item, "updateStockResult entry");
             SkuOutcome { sku_id, outcome }
         })
@@ -226,6 +233,7 @@ fn parse_order(info: &Value) -> Result<Order, String> {
         receiver: receiver(info.get("consigneeInfo")),
         lines,
         contract: None,
+        raw: info.to_string(),
     })
 }
 
@@ -298,7 +306,9 @@ fn optional_time(object: &Value, field: &str) -> Result<Option<DateTime<Utc>>, S
     if is_placeholder(&text) {
         return Ok(None);
     }
-    parse_beijing(&text).map(Some).ok_or_else(|| format!("{field} {text:?} is not a yyyy-MM-dd HH:mm:ss time"))
+    parse_beijing(&text)
+        .map(Some)
+        .ok_or_else(|| format!("{field} {text:?} is not a yyyy-MM-dd HH:mm:ss time"))
 }
 
 fn amount(object: &Value, field: &str, name: &str) -> Result<i64, String> {

@@ -17,13 +17,11 @@ use std::hash::{Hash, Hasher};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use flagsync_market::time::format_beijing;
-use flagsync_market::{
-    ConnectorError, ErrorKind, Fetched, OrderSink, PullError, PullStats, TimeWindow,
-};
+use flagsync_market::{ConnectorError, ErrorKind, Fetched, OrderSink, PullError, PullStats, TimeWindow};
 
 use crate::JdConnector;
 use crate::envelope::PLATFORM;
-use crate::parse::{self, ORDER_SEARCH, OPTIONAL_FIELDS, SearchPage};
+use crate::parse::{self, OPTIONAL_FIELDS, ORDER_SEARCH, SearchPage};
 
 /// Rounds of "re-read page 1, and if it changed, read forward" after the backward pass.
 const VERIFY_ROUNDS: u32 = 3;
@@ -99,6 +97,12 @@ impl JdConnector {
             ))
             .into());
         }
+        if window.start < self.clock.now() - crate::MAX_LOOKBACK {
+            return Err(refused(
+                "window starts more than 90 days ago, beyond jd's modified-time search".into(),
+            )
+            .into());
+        }
         let mut stats = PullStats::default();
         let mut seen = Seen::default();
         // JD compares at whole seconds; splitting on whole seconds keeps halves disjoint.
@@ -115,7 +119,11 @@ impl JdConnector {
                     .into());
                 }
                 let mid = from + TimeDelta::seconds((to - from).num_seconds() / 2);
-                tracing::debug!(platform = PLATFORM, total = first.total, "splitting a window the page cap would cut");
+                tracing::debug!(
+                    platform = PLATFORM,
+                    total = first.total,
+                    "splitting a window the page cap would cut"
+                );
                 pending.push((mid + TimeDelta::seconds(1), to));
                 pending.push((from, mid));
                 continue;
@@ -130,7 +138,8 @@ impl JdConnector {
             }
             for _ in 0..VERIFY_ROUNDS {
                 let top = self.search(from, to, 1, &mut stats).await?;
-                let pages_now = pages_for(top.total, self.config.page_size).min(u64::from(self.config.page_cap));
+                let pages_now =
+                    pages_for(top.total, self.config.page_size).min(u64::from(self.config.page_cap));
                 if self.hand_over(top, &mut seen, sink, &mut stats).await? == 0 {
                     break;
                 }

@@ -86,13 +86,16 @@ pub fn classify(api: &str, error: &TopError) -> ConnectorError {
             Some(31) => {
                 // The gateway allows 10 minutes of skew; a retry with a fresh timestamp
                 // may pass, but a host clock that is off will keep failing, so say so.
-                message.push_str(" (the gateway rejected the timestamp: is the host clock more than 10 minutes off?)");
+                message.push_str(
+                    " (the gateway rejected the timestamp: is the host clock more than 10 minutes off?)",
+                );
                 ErrorKind::Transient
             }
             _ => ErrorKind::Rejected,
         }
     };
-    let mut out = ConnectorError::new(PLATFORM, api, kind, message).with_code(error.code.clone(), error.sub_code.clone());
+    let mut out = ConnectorError::new(PLATFORM, api, kind, message)
+        .with_code(error.code.clone(), error.sub_code.clone());
     if let Some(wait) = retry_after {
         out = out.with_retry_after(wait);
     }
@@ -141,7 +144,10 @@ mod tests {
     #[test]
     fn ban_seconds_are_read_from_the_sub_msg() {
         assert_eq!(ban_seconds("This ban will last for 41 more seconds"), Some(Duration::from_secs(41)));
-        assert_eq!(ban_seconds("This ban will last for 31062 more seconds"), Some(Duration::from_secs(31062)));
+        assert_eq!(
+            ban_seconds("This ban will last for 31062 more seconds"),
+            Some(Duration::from_secs(31062))
+        );
         assert_eq!(ban_seconds("This ban will last for  more seconds"), None);
         assert_eq!(ban_seconds("App Call Limited"), None);
     }
@@ -165,11 +171,9 @@ mod tests {
 
     #[test]
     fn isp_faults_are_transient_and_call_limited_is_throttled() {
-        for sub in [
-            "isp.remote-service-timeout",
-            "isp.remote-connection-error",
-            "isp.top-remote-connection-timeout",
-        ] {
+        for sub in
+            ["isp.remote-service-timeout", "isp.remote-connection-error", "isp.top-remote-connection-timeout"]
+        {
             assert_eq!(top("15", Some(sub), None).kind, ErrorKind::Transient, "{sub}");
             assert_eq!(top("520", Some(sub), None).kind, ErrorKind::Transient, "{sub}");
         }
@@ -178,7 +182,11 @@ mod tests {
 
     #[test]
     fn service_rejection_waits_three_minutes() {
-        let e = top("15", Some("isv.trade-service-rejection"), Some("超时请求过多，请将查询时间间隔缩短,3分钟后再查询！"));
+        let e = top(
+            "15",
+            Some("isv.trade-service-rejection"),
+            Some("超时请求过多，请将查询时间间隔缩短,3分钟后再查询！"),
+        );
         assert_eq!(e.kind, ErrorKind::Throttled);
         assert_eq!(e.retry_after, Some(SERVICE_REJECTION_WAIT));
         assert_eq!(top("15", Some("isv.item-service-rejection"), None).kind, ErrorKind::Throttled);
@@ -203,7 +211,8 @@ mod tests {
 
     #[test]
     fn request_faults_are_rejected() {
-        for code in ["25", "11", "12", "13", "21", "22", "23", "24", "28", "29", "30", "40", "41", "42", "43"] {
+        for code in ["25", "11", "12", "13", "21", "22", "23", "24", "28", "29", "30", "40", "41", "42", "43"]
+        {
             assert_eq!(top(code, None, None).kind, ErrorKind::Rejected, "code {code}");
         }
     }
@@ -223,7 +232,13 @@ mod tests {
 
     #[test]
     fn transport_failures() {
-        assert_eq!(from_transport("m", &TransportError::Connect("refused".into())).kind, ErrorKind::Transient);
-        assert_eq!(from_transport("m", &TransportError::Ambiguous("reset".into())).kind, ErrorKind::Ambiguous);
+        assert_eq!(
+            from_transport("m", &TransportError::Connect("refused".into())).kind,
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            from_transport("m", &TransportError::Ambiguous("reset".into())).kind,
+            ErrorKind::Ambiguous
+        );
     }
 }

@@ -136,7 +136,10 @@ mod tests {
     fn vector2_hashes_non_ascii_as_utf8() {
         // innopals/node-topsdk test/utils.js.
         let p = params(&[("c", "✔️"), ("b", "2"), ("a", "1")]);
-        assert_eq!(sign(SignMethod::Md5, "sandbox01eff1e5ac77cf3d078982e6e", &p), "3250EADEB3D5F9B453F4F0B95FA4B160");
+        assert_eq!(
+            sign(SignMethod::Md5, "sandbox01eff1e5ac77cf3d078982e6e", &p),
+            "3250EADEB3D5F9B453F4F0B95FA4B160"
+        );
     }
 
     /// Computed independently with Python's hashlib/hmac when this test was written:

@@ -60,7 +60,11 @@ enum Wire {
     Malformed,
 }
 
-pub(crate) async fn handle(State(sandbox): State<JosSandbox>, RawQuery(query): RawQuery, body: Bytes) -> Response {
+pub(crate) async fn handle(
+    State(sandbox): State<JosSandbox>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
     let mut params: Vec<(String, String)> = Vec::new();
     if let Some(query) = query {
         params.extend(form_urlencoded::parse(query.as_bytes()).into_owned());
@@ -155,8 +159,7 @@ impl JosSandbox {
                 }
             },
         };
-        let mut call =
-            Call { method, params: &business, now, transient: false, corrupt: false, shuffle: 0 };
+        let mut call = Call { method, params: &business, now, transient: false, corrupt: false, shuffle: 0 };
         let mut wire = Wire::Normal;
         match self.inner.faults.next(method) {
             None => {}
@@ -258,4 +261,3 @@ fn check(state: &Store, params: &[(String, String)], now: DateTime<Utc>) -> Resu
     }
     Ok(())
 }
-

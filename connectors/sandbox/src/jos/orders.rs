@@ -12,8 +12,8 @@ use serde_json::{Map, Value, json};
 use super::gateway::Call;
 use super::state::{JosOrder, KNOWN_STATES, OrderState, State, sku_id, ware_id};
 use super::wire::{
-    Failure, UNSET_TIME, api_result_ok, format_time, int_param, parse_time, shift_months, str_param,
-    success, to_second, yuan,
+    Failure, UNSET_TIME, api_result_ok, format_time, int_param, parse_time, shift_months, str_param, success,
+    to_second, yuan,
 };
 
 const BAD_PARAM: &str = "10100001";
@@ -71,9 +71,9 @@ fn fields_param(params: &Value) -> Result<Vec<String>, Failure> {
 fn time_param(params: &Value, name: &str) -> Result<Option<DateTime<Utc>>, Failure> {
     match str_param(params, name).filter(|s| !s.trim().is_empty()) {
         None => Ok(None),
-        Some(text) => parse_time(&text).map(Some).ok_or_else(|| {
-            bad("时间格式错误", format!("{name} must be yyyy-MM-dd HH:mm:ss, got {text:?}"))
-        }),
+        Some(text) => parse_time(&text)
+            .map(Some)
+            .ok_or_else(|| bad("时间格式错误", format!("{name} must be yyyy-MM-dd HH:mm:ss, got {text:?}"))),
     }
 }
 
@@ -192,10 +192,10 @@ pub(crate) fn search(state: &mut State, call: &Call<'_>) -> Value {
         .filter_map(|n| state.orders.get(n))
         .map(|order| render(state, order, &query.fields))
         .collect();
-    if call.corrupt {
-        if let Some(first) = list.first_mut() {
-            corrupt(first);
-        }
+    if call.corrupt
+        && let Some(first) = list.first_mut()
+    {
+        corrupt(first);
     }
     respond(json!({"apiResult": api_result_ok(), "orderTotal": total, "orderInfoList": list}))
 }
@@ -221,8 +221,7 @@ pub(crate) fn get(state: &mut State, call: &Call<'_>) -> Value {
         Ok(states) => states,
         Err(failure) => return fail(failure),
     };
-    let order =
-        state.by_id.get(order_id.trim()).and_then(|n| state.orders.get(n)).filter(|o| o.visible());
+    let order = state.by_id.get(order_id.trim()).and_then(|n| state.orders.get(n)).filter(|o| o.visible());
     let Some(order) = order else {
         return fail(Failure::new(NOT_FOUND, "订单不存在", format!("order {} not found", order_id.trim())));
     };

@@ -267,12 +267,11 @@ impl State {
                 o.state = OrderState::WaitSellerStockOut;
                 o.paused_at = None;
             }),
-            (EventKind::RequestRefund, OrderState::WaitSellerStockOut | OrderState::PopOrderPause) => {
-                self.update(event.order, at, |o| {
+            (EventKind::RequestRefund, OrderState::WaitSellerStockOut | OrderState::PopOrderPause) => self
+                .update(event.order, at, |o| {
                     o.state = OrderState::Locked;
                     o.paused_at = None;
-                })
-            }
+                }),
             (EventKind::Refund, OrderState::Locked) => {
                 for (n, qty) in &lines {
                     if let Some(stock) = self.stock.get_mut(&sku_id(*n)) {

@@ -83,9 +83,10 @@ fn set_one(state: &mut State, call: &Call<'_>, entry: &Value) -> Value {
     let sku = entry.get("skuId").and_then(as_int);
     let outcome = (|| {
         let sku = sku.ok_or_else(|| Failure::new(BAD_PARAM, "skuId参数错误", "skuId must be an integer"))?;
-        let absolute = int_param(entry, "stockNum").map_err(|e| Failure::new(BAD_PARAM, "stockNum参数错误", e))?;
-        let increment =
-            int_param(entry, "incrStockNum").map_err(|e| Failure::new(BAD_PARAM, "incrStockNum参数错误", e))?;
+        let absolute =
+            int_param(entry, "stockNum").map_err(|e| Failure::new(BAD_PARAM, "stockNum参数错误", e))?;
+        let increment = int_param(entry, "incrStockNum")
+            .map_err(|e| Failure::new(BAD_PARAM, "incrStockNum参数错误", e))?;
         if state.listing_of_sku(sku).is_none() {
             return Err(unknown_sku(sku));
         }
@@ -136,10 +137,13 @@ pub(crate) fn sku_set(state: &mut State, call: &Call<'_>) -> Value {
 }
 
 fn sku_ids(value: Option<&Value>) -> Result<Vec<i64>, Failure> {
-    let bad = || Failure::new(BAD_PARAM, "skuId参数错误", "skuId must be an id, a comma list or a list of ids");
+    let bad =
+        || Failure::new(BAD_PARAM, "skuId参数错误", "skuId must be an id, a comma list or a list of ids");
     let ids = match value {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items.iter().map(|v| as_int(v).ok_or_else(bad)).collect::<Result<_, _>>()?,
+        Some(Value::Array(items)) => {
+            items.iter().map(|v| as_int(v).ok_or_else(bad)).collect::<Result<_, _>>()?
+        }
         Some(Value::Number(n)) => vec![n.as_i64().ok_or_else(bad)?],
         Some(Value::String(s)) => s
             .split(',')
@@ -178,10 +182,10 @@ pub(crate) fn sku_query(state: &mut State, call: &Call<'_>) -> Value {
             })
         })
         .collect();
-    if call.corrupt {
-        if let Some(first) = rows.first_mut() {
-            first["stockNum"] = json!("n/a");
-        }
+    if call.corrupt
+        && let Some(first) = rows.first_mut()
+    {
+        first["stockNum"] = json!("n/a");
     }
     respond(call.method, Ok(Value::Array(rows)))
 }

@@ -43,14 +43,13 @@ pub(super) fn router(sandbox: TopSandbox) -> Router {
 }
 
 /// What one API call sees besides its parameters.
-pub(super) struct Ctx<'a> {
-    pub config: &'a TopConfig,
+pub(super) struct Ctx {
     pub now: DateTime<Utc>,
     pub shape: Shape,
     pub fault: Option<Fault>,
 }
 
-impl Ctx<'_> {
+impl Ctx {
     pub fn corrupt(&self) -> bool {
         self.fault == Some(Fault::CorruptRecord)
     }
@@ -146,12 +145,11 @@ fn first_step(sandbox: &TopSandbox, state: &mut store::State, params: Params) ->
             state.bans.insert(call.method.clone(), now + TimeDelta::seconds(secs));
             TopError::throttled(secs)
         }
-        Some(Fault::RemoteTimeout) => TopError::new(15, "Remote service error")
-            .sub("isp.remote-service-timeout", "API调用服务超时"),
-        Some(Fault::ServiceRejection) => TopError::new(15, "Remote service error").sub(
-            "isv.trade-service-rejection",
-            "超时请求过多，请将查询时间间隔缩短,3分钟后再查询！",
-        ),
+        Some(Fault::RemoteTimeout) => {
+            TopError::new(15, "Remote service error").sub("isp.remote-service-timeout", "API调用服务超时")
+        }
+        Some(Fault::ServiceRejection) => TopError::new(15, "Remote service error")
+            .sub("isv.trade-service-rejection", "超时请求过多，请将查询时间间隔缩短,3分钟后再查询！"),
         Some(Fault::SessionExpired) => TopError::invalid_session(),
         Some(Fault::Slow(delay)) => return Step::SleepThenRun(delay, call),
         Some(Fault::DropConnection) => return Step::Done(Outcome::Drop),
@@ -193,7 +191,10 @@ fn check(config: &TopConfig, now: DateTime<Utc>, params: Params) -> Result<Call,
         other => {
             return Err(TopError::new(23, "Invalid format").sub(
                 "isv.invalid-format",
-                format!("format {} is not supported here; send format=json", other.unwrap_or("xml (the default)")),
+                format!(
+                    "format {} is not supported here; send format=json",
+                    other.unwrap_or("xml (the default)")
+                ),
             ));
         }
     }
@@ -233,11 +234,13 @@ fn check(config: &TopConfig, now: DateTime<Utc>, params: Params) -> Result<Call,
             .sub("isv.invalid-signature", "sign_method must be md5, hmac or hmac-sha256")
     })?;
     if !sign::verify(sign_method, &config.app_secret, &params.0, given_sign) {
-        return Err(TopError::new(25, "Invalid signature").sub("isv.invalid-signature", "the signature does not match"));
+        return Err(TopError::new(25, "Invalid signature")
+            .sub("isv.invalid-signature", "the signature does not match"));
     }
     if needs_session {
         let session = params.get("session").ok_or_else(|| {
-            TopError::new(26, "Missing session").sub("isv.missing-session", "this method needs the seller's session")
+            TopError::new(26, "Missing session")
+                .sub("isv.missing-session", "this method needs the seller's session")
         })?;
         let expired = config.session_expires_at.is_some_and(|at| now >= at);
         if session != config.session || expired {
@@ -257,7 +260,7 @@ fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
 
 /// Runs an accepted call against the state and renders its JSON reply.
 fn run(sandbox: &TopSandbox, state: &mut store::State, call: &Call, fault: Option<Fault>) -> String {
-    let cx = Ctx { config: &sandbox.inner.config, now: sandbox.inner.clock.now(), shape: call.shape, fault };
+    let cx = Ctx { now: sandbox.inner.clock.now(), shape: call.shape, fault };
     match dispatch(&cx, state, &call.method, &call.params) {
         Ok(inner) => {
             let request_id = state.next_request_id();
@@ -268,7 +271,7 @@ fn run(sandbox: &TopSandbox, state: &mut store::State, call: &Call, fault: Optio
 }
 
 fn dispatch(
-    cx: &Ctx<'_>,
+    cx: &Ctx,
     state: &mut store::State,
     method: &str,
     params: &Params,
@@ -289,7 +292,10 @@ fn dispatch(
         "taobao.logistics.offline.send" => logistics::offline_send(cx, state, params),
         "taobao.logistics.companies.get" => logistics::companies_get(cx, params),
         "taobao.user.seller.get" => logistics::user_seller_get(cx, params),
-        other => Err(TopError::new(22, "Invalid method").sub("isv.invalid-method", format!("unknown method {other}"))),
+        other => {
+            Err(TopError::new(22, "Invalid method")
+                .sub("isv.invalid-method", format!("unknown method {other}")))
+        }
     }
 }
 

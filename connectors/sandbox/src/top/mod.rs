@@ -195,19 +195,26 @@ impl TopSandbox {
     pub fn set_quantity(&self, num_iid: i64, sku_id: Option<i64>, quantity: i64) {
         let now = self.inner.clock.now();
         let mut state = self.lock();
-        for sku in state.skus.values_mut().filter(|s| s.num_iid == num_iid && sku_id.is_none_or(|id| id == s.sku_id))
+        for sku in
+            state.skus.values_mut().filter(|s| s.num_iid == num_iid && sku_id.is_none_or(|id| id == s.sku_id))
         {
             sku.quantity = quantity;
             sku.modified = now;
         }
     }
 
+    /// Every trade as of the clock's now (due events are applied first).
     pub fn trades(&self) -> Vec<TradeView> {
-        self.lock().trade_views()
+        let mut state = self.lock();
+        state.apply_due(&self.inner.config, self.inner.clock.now());
+        state.trade_views()
     }
 
+    /// The tid of a scenario order placed by the clock's now.
     pub fn tid_of(&self, scenario_order: u64) -> Option<i64> {
-        self.lock().by_order.get(&scenario_order).copied()
+        let mut state = self.lock();
+        state.apply_due(&self.inner.config, self.inner.clock.now());
+        state.by_order.get(&scenario_order).copied()
     }
 
     pub fn shipments(&self) -> Vec<ShipmentRecord> {

@@ -272,8 +272,11 @@ impl State {
         let at = event.at;
         let changed = match event.kind {
             EventKind::Pay if trade.status == WAIT_BUYER_PAY => {
-                let next =
-                    if trade.trade_type == TYPE_PRE_AUTH { WAIT_PRE_AUTH_CONFIRM } else { WAIT_SELLER_SEND_GOODS };
+                let next = if trade.trade_type == TYPE_PRE_AUTH {
+                    WAIT_PRE_AUTH_CONFIRM
+                } else {
+                    WAIT_SELLER_SEND_GOODS
+                };
                 trade.set_status(next);
                 trade.pay_time = Some(at);
                 true
@@ -392,7 +395,8 @@ impl State {
         let contract = contract_listing.map(|n| contract_for(event.order, n, tid));
         // Pre-authorised zero-down trades wait in WAIT_PRE_AUTH_CONFIRM until a Release, so only
         // orders the scenario later holds and releases may become one.
-        let pre_auth = contract.is_some() && self.held_orders.contains(&event.order) && (noise >> 8) % 2 == 0;
+        let pre_auth =
+            contract.is_some() && self.held_orders.contains(&event.order) && (noise >> 8).is_multiple_of(2);
         let trade = Trade {
             tid,
             scenario_order: event.order,

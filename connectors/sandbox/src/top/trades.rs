@@ -31,7 +31,10 @@ impl Paging {
         }
         let page_size = params.int("page_size")?.unwrap_or(default_size as i64);
         if page_size < 1 || page_size > max_size as i64 {
-            return Err(TopError::invalid("page_size", format!("page_size must be between 1 and {max_size}")));
+            return Err(TopError::invalid(
+                "page_size",
+                format!("page_size must be between 1 and {max_size}"),
+            ));
         }
         Ok(Self {
             page_no: usize::try_from(page_no).unwrap_or(usize::MAX),
@@ -67,9 +70,9 @@ impl TypeFilter {
     }
 
     fn admits(&self, trade_type: &str) -> bool {
-        self.0.iter().any(|t| {
-            t == trade_type || (t == "guarantee_trade" && matches!(trade_type, "fixed" | "auction"))
-        })
+        self.0
+            .iter()
+            .any(|t| t == trade_type || (t == "guarantee_trade" && matches!(trade_type, "fixed" | "auction")))
     }
 }
 
@@ -100,12 +103,15 @@ fn check_window(
         ));
     }
     if start < now - REACH {
-        return Err(TopError::invalid(start_name, format!("{start_name} must be within the last three months")));
+        return Err(TopError::invalid(
+            start_name,
+            format!("{start_name} must be within the last three months"),
+        ));
     }
     Ok(())
 }
 
-pub fn increment_get(cx: &Ctx<'_>, state: &mut State, params: &Params) -> Result<Map<String, Value>, TopError> {
+pub fn increment_get(cx: &Ctx, state: &mut State, params: &Params) -> Result<Map<String, Value>, TopError> {
     let fields = Fields::parse(params.required("fields")?);
     let start = params.time("start_modified")?.ok_or_else(|| TopError::missing("start_modified"))?;
     let end = params.time("end_modified")?.ok_or_else(|| TopError::missing("end_modified"))?;
@@ -140,7 +146,7 @@ pub fn increment_get(cx: &Ctx<'_>, state: &mut State, params: &Params) -> Result
     Ok(trade_page(cx, &matching, &fields, &paging))
 }
 
-pub fn sold_get(cx: &Ctx<'_>, state: &mut State, params: &Params) -> Result<Map<String, Value>, TopError> {
+pub fn sold_get(cx: &Ctx, state: &mut State, params: &Params) -> Result<Map<String, Value>, TopError> {
     let fields = Fields::parse(params.required("fields")?);
     let start = params.time("start_created")?.unwrap_or(cx.now - REACH);
     let end = params.time("end_created")?.unwrap_or(cx.now);
@@ -158,7 +164,7 @@ pub fn sold_get(cx: &Ctx<'_>, state: &mut State, params: &Params) -> Result<Map<
     Ok(trade_page(cx, &matching, &fields, &paging))
 }
 
-fn trade_page(cx: &Ctx<'_>, trades: &[&Trade], fields: &Fields, paging: &Paging) -> Map<String, Value> {
+fn trade_page(cx: &Ctx, trades: &[&Trade], fields: &Fields, paging: &Paging) -> Map<String, Value> {
     let start = (paging.page_no - 1).saturating_mul(paging.page_size);
     // Render only the requested page, but keep the list length for the totals.
     let mut records: Vec<Value> = trades
@@ -194,7 +200,7 @@ fn corrupt(records: &mut [Value]) {
     record.insert("modified".into(), json!(12));
 }
 
-pub fn fullinfo_get(cx: &Ctx<'_>, state: &mut State, params: &Params) -> Result<Map<String, Value>, TopError> {
+pub fn fullinfo_get(cx: &Ctx, state: &mut State, params: &Params) -> Result<Map<String, Value>, TopError> {
     let fields = Fields::parse(params.required("fields")?);
     let tid = params.required_int("tid")?;
     let trade = state
@@ -211,11 +217,15 @@ pub fn fullinfo_get(cx: &Ctx<'_>, state: &mut State, params: &Params) -> Result<
     Ok(out)
 }
 
-pub fn wtvertical_get(cx: &Ctx<'_>, state: &mut State, params: &Params) -> Result<Map<String, Value>, TopError> {
+pub fn wtvertical_get(cx: &Ctx, state: &mut State, params: &Params) -> Result<Map<String, Value>, TopError> {
     let tids = params
         .required("tids")?
         .split(',')
-        .map(|t| t.trim().parse::<i64>().map_err(|_| TopError::invalid("tids", format!("tid {t:?} is not a number"))))
+        .map(|t| {
+            t.trim()
+                .parse::<i64>()
+                .map_err(|_| TopError::invalid("tids", format!("tid {t:?} is not a number")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if tids.len() > 15 {
         return Err(TopError::invalid("tids", format!("at most 15 tids per call, got {}", tids.len())));
@@ -255,7 +265,7 @@ pub fn wtvertical_get(cx: &Ctx<'_>, state: &mut State, params: &Params) -> Resul
 }
 
 pub fn refunds_receive_get(
-    cx: &Ctx<'_>,
+    cx: &Ctx,
     state: &mut State,
     params: &Params,
 ) -> Result<Map<String, Value>, TopError> {
@@ -271,7 +281,8 @@ pub fn refunds_receive_get(
         .filter(|r| r.modified >= start && r.modified <= end && status.is_none_or(|s| s == r.status))
         .collect();
     matching.sort_by(|a, b| b.modified.cmp(&a.modified).then(b.refund_id.cmp(&a.refund_id)));
-    let mut records: Vec<Value> = matching.iter().map(|r| Value::Object(fields.select(refund_map(r)))).collect();
+    let mut records: Vec<Value> =
+        matching.iter().map(|r| Value::Object(fields.select(refund_map(r)))).collect();
     if cx.corrupt() {
         corrupt(&mut records);
     }

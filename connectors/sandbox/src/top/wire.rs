@@ -140,7 +140,11 @@ impl Params {
 
     pub fn int(&self, name: &str) -> Result<Option<i64>, TopError> {
         self.get(name)
-            .map(|v| v.trim().parse::<i64>().map_err(|_| TopError::invalid(name, format!("{name} must be an integer"))))
+            .map(|v| {
+                v.trim()
+                    .parse::<i64>()
+                    .map_err(|_| TopError::invalid(name, format!("{name} must be an integer")))
+            })
             .transpose()
     }
 

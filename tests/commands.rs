@@ -1,0 +1,97 @@
+//! The command line as an operator uses it: `config check` on a broken file, the README's
+//! first command against the built-in sandbox, and the quarantine and runs listings.
+
+use std::process::Command;
+
+fn flagsync() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flagsync"));
+    command.env_remove("FLAGSYNC_CONFIG").env("RUST_LOG", "warn");
+    command
+}
+
+#[test]
+fn config_check_names_every_broken_key_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        r#"
+[database]
+url = "mysql://x"
+[sync]
+window_mins = 0
+[stores.tmall]
+type = "taobao"
+gateway = "sandbox"
+page_size = 101
+sign_method = "sha1"
+[stores.jd]
+type = "jd"
+gateway = "ftp://nope"
+access_token = "inline-token-value"
+"#,
+    )
+    .unwrap();
+    let output = flagsync().args(["--config", path.to_str().unwrap(), "config", "check"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for key in [
+        "database.url",
+        "sync.window_mins",
+        "stores.tmall.page_size",
+        "stores.tmall.sign_method",
+        "stores.jd.gateway",
+        "stores.jd.access_token",
+    ] {
+        assert!(stderr.contains(key), "{key} not named in:\n{stderr}");
+    }
+    assert!(!stderr.contains("inline-token-value"), "secrets are not echoed:\n{stderr}");
+}
+
+#[test]
+fn the_example_config_only_lacks_its_secrets() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/flagsync.example.toml");
+    let output = flagsync()
+        .args(["--config", path, "config", "check"])
+        .env("FLAGSYNC_TMALL_APP_SECRET", "x")
+        .env("FLAGSYNC_JD_APP_SECRET", "y")
+        .env("FLAGSYNC_JD_ACCESS_TOKEN", "z")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Only the session file, which a real installation provides, is missing.
+    assert!(!output.status.success());
+    assert!(stderr.contains("1 problem(s)") && stderr.contains("stores.tmall-flagship.session"), "{stderr}");
+}
+
+#[test]
+fn the_readme_first_command_pulls_both_sandbox_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/sandbox.toml")).unwrap();
+    let db = dir.path().join("sandbox.db");
+    let config = config.replace("sqlite://data/sandbox.db", &format!("sqlite://{}", db.display()));
+    let path = dir.path().join("sandbox.toml");
+    std::fs::write(&path, config).unwrap();
+
+    let output =
+        flagsync().args(["--config", path.to_str().unwrap(), "sync", "orders", "--json"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let reports: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 2);
+    for report in reports {
+        assert_eq!(report["ok"], true, "{report}");
+        assert!(report["report"]["inserted"].as_u64().unwrap() > 100, "{report}");
+    }
+
+    let output = flagsync().args(["--config", path.to_str().unwrap(), "runs", "--json"]).output().unwrap();
+    let runs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 2);
+    assert_eq!(runs[0]["outcome"], "succeeded");
+
+    let output =
+        flagsync().args(["--config", path.to_str().unwrap(), "quarantine", "list"]).output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("quarantine is empty"));
+}
