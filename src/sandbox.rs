@@ -71,7 +71,13 @@ impl EmbeddedSandbox {
             FaultPlan::new(seed + 1),
         )
         .await?;
-        let start = Utc::now() - TimeDelta::hours(6);
+        // Anchored to the hour, so runs within the same hour see the same buyers; later
+        // runs see what those buyers did since (payments, refunds) as real time passes.
+        let now = Utc::now();
+        let hour = now
+            - TimeDelta::seconds(now.timestamp() % 3600)
+            - TimeDelta::nanoseconds(now.timestamp_subsec_nanos().into());
+        let start = hour - TimeDelta::hours(6);
         let scenario = |seed| ScenarioConfig {
             seed,
             start,
