@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
+
+use crate::jobs::JobKind;
 use toml::{Table, Value};
 
 /// Where the database lives and how to talk to it.
@@ -81,13 +83,58 @@ pub struct StoreConfig {
     pub kind: StoreKind,
     pub gateway: Gateway,
     pub calls_per_second: u32,
+    /// A paused store runs no scheduled job (manual runs still work).
     pub paused: bool,
+    /// Per-job cron overrides for this store.
+    pub schedules: BTreeMap<JobKind, String>,
+    /// Jobs not scheduled for this store.
+    pub paused_jobs: Vec<JobKind>,
+}
+
+/// The daemon (`flagsync run`).
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Names this instance in leases and runs; default `<hostname>-<pid>`.
+    pub instance_id: Option<String>,
+    /// How long a job lease lasts without renewal; another instance takes over after it.
+    pub lease: Duration,
+    /// On SIGTERM, how long in-flight runs may take to finish or checkpoint.
+    pub drain_timeout: Duration,
+    /// Default schedule per job (cron crate syntax, seconds first).
+    pub schedules: BTreeMap<JobKind, String>,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            instance_id: None,
+            lease: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+            schedules: BTreeMap::new(),
+        }
+    }
+}
+
+/// The admin HTTP API.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: std::net::SocketAddr,
+    /// Bearer token for everything but liveness; the API stays off without one.
+    pub token: Option<SecretString>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8787)), token: None }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database: DatabaseConfig,
     pub sync: SyncConfig,
+    pub daemon: DaemonConfig,
+    pub admin: AdminConfig,
     /// Sorted by id.
     pub stores: Vec<StoreConfig>,
 }
@@ -95,6 +142,15 @@ pub struct Config {
 impl Config {
     pub fn store(&self, id: &str) -> Option<&StoreConfig> {
         self.stores.iter().find(|s| s.id == id)
+    }
+
+    /// The cron expression for a job of a store: the store's override, else the default.
+    pub fn schedule(&self, store_id: &str, job: JobKind) -> &str {
+        self.store(store_id)
+            .and_then(|s| s.schedules.get(&job))
+            .or_else(|| self.daemon.schedules.get(&job))
+            .map(String::as_str)
+            .unwrap_or(job.default_schedule())
     }
 }
 
@@ -389,7 +445,7 @@ impl Checker<'_> {
     }
 
     fn config(&mut self, root: &Table) -> Option<Config> {
-        self.unknown_keys(root, &["database", "sync", "stores"], "");
+        self.unknown_keys(root, &["database", "sync", "daemon", "admin", "schedules", "stores"], "");
         let empty = Table::new();
         let database = self.table(root, "database", "").unwrap_or(&empty);
         self.unknown_keys(database, &["url", "max_connections", "sqlite_synchronous"], "database");
@@ -422,6 +478,34 @@ impl Checker<'_> {
         let overlap = self.int(sync, "overlap_secs", "sync", 300, (0, 86_400));
         let lookback = self.int(sync, "initial_lookback_hours", "sync", 72, (1, 24 * 90));
         let timeout = self.int(sync, "request_timeout_secs", "sync", 30, (1, 600));
+
+        let daemon = self.table(root, "daemon", "").unwrap_or(&empty);
+        self.unknown_keys(daemon, &["instance_id", "lease_secs", "drain_timeout_secs"], "daemon");
+        let instance_id = match daemon.get("instance_id") {
+            None => Some(None),
+            Some(_) => self.string(daemon, "instance_id", "daemon", None).map(Some),
+        };
+        let lease = self.int(daemon, "lease_secs", "daemon", 30, (5, 3600));
+        let drain = self.int(daemon, "drain_timeout_secs", "daemon", 30, (1, 3600));
+        let schedules = match self.table(root, "schedules", "") {
+            Some(table) => self.schedules(table, "schedules"),
+            None => Some(BTreeMap::new()),
+        };
+
+        let admin = self.table(root, "admin", "").unwrap_or(&empty);
+        self.unknown_keys(admin, &["listen", "token"], "admin");
+        let listen =
+            self.string(admin, "listen", "admin", Some("127.0.0.1:8787")).and_then(|l| match l.parse() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.problem("admin.listen", &format!("{l:?} is not an address like 127.0.0.1:8787"));
+                    None
+                }
+            });
+        let token = match admin.get("token") {
+            None => Some(None),
+            Some(_) => self.secret(admin, "token", "admin", None).map(Some),
+        };
 
         let mut stores = Vec::new();
         let store_tables = self.table(root, "stores", "").unwrap_or(&empty);
@@ -456,8 +540,72 @@ impl Checker<'_> {
                 initial_lookback: Duration::from_secs(u64::try_from(lookback?).ok()? * 3600),
                 request_timeout: Duration::from_secs(u64::try_from(timeout?).ok()?),
             },
+            daemon: DaemonConfig {
+                instance_id: instance_id?,
+                lease: Duration::from_secs(u64::try_from(lease?).ok()?),
+                drain_timeout: Duration::from_secs(u64::try_from(drain?).ok()?),
+                schedules: schedules?,
+            },
+            admin: AdminConfig { listen: listen?, token: token? },
             stores,
         })
+    }
+
+    /// A `{ job = "cron expression" }` table; each expression must parse.
+    fn schedules(&mut self, table: &Table, path: &str) -> Option<BTreeMap<JobKind, String>> {
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (key, value) in table {
+            let at = join(path, key);
+            let Some(job) = JobKind::parse(key) else {
+                let names: Vec<&str> = JobKind::ALL.iter().map(|j| j.as_str()).collect();
+                self.problem(&at, &format!("unknown job (expected one of: {})", names.join(", ")));
+                ok = false;
+                continue;
+            };
+            match value.as_str() {
+                Some(expr) => match <cron::Schedule as std::str::FromStr>::from_str(expr) {
+                    Ok(_) => {
+                        out.insert(job, expr.to_string());
+                    }
+                    Err(e) => {
+                        self.problem(
+                            &at,
+                            &format!("{expr:?} is not a cron expression (sec min hour dom month dow): {e}"),
+                        );
+                        ok = false;
+                    }
+                },
+                None => {
+                    self.problem(
+                        &at,
+                        &format!("expected a cron expression string, found {}", value.type_str()),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn jobs(&mut self, table: &Table, key: &str, path: &str) -> Option<Vec<JobKind>> {
+        let Some(value) = table.get(key) else { return Some(Vec::new()) };
+        let at = join(path, key);
+        let Some(items) = value.as_array() else {
+            self.problem(&at, &format!("expected a list of job names, found {}", value.type_str()));
+            return None;
+        };
+        let mut out = Vec::new();
+        for item in items {
+            match item.as_str().and_then(JobKind::parse) {
+                Some(job) => out.push(job),
+                None => {
+                    self.problem(&at, &format!("{item} is not a job name"));
+                    return None;
+                }
+            }
+        }
+        Some(out)
     }
 
     fn store(&mut self, id: &str, table: &Table, path: &str) -> Option<StoreConfig> {
@@ -476,6 +624,11 @@ impl Checker<'_> {
         let sandbox = gateway == Some(Gateway::Sandbox);
         let calls_per_second = self.int(table, "calls_per_second", path, 10, (1, 10_000));
         let paused = self.boolean(table, "paused", path, false);
+        let schedules = match self.table(table, "schedules", path) {
+            Some(inner) => self.schedules(inner, &join(path, "schedules")),
+            None => Some(BTreeMap::new()),
+        };
+        let paused_jobs = self.jobs(table, "paused_jobs", path);
         let kind = match kind.as_deref() {
             Some("taobao") => {
                 self.unknown_keys(
@@ -490,6 +643,8 @@ impl Checker<'_> {
                         "page_size",
                         "calls_per_second",
                         "paused",
+                        "schedules",
+                        "paused_jobs",
                     ],
                     path,
                 );
@@ -523,6 +678,8 @@ impl Checker<'_> {
                         "page_cap",
                         "calls_per_second",
                         "paused",
+                        "schedules",
+                        "paused_jobs",
                     ],
                     path,
                 );
@@ -554,6 +711,8 @@ impl Checker<'_> {
             gateway: gateway?,
             calls_per_second: u32::try_from(calls_per_second?).ok()?,
             paused: paused?,
+            schedules: schedules?,
+            paused_jobs: paused_jobs?,
         })
     }
 }

@@ -6,7 +6,9 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod jobs;
 pub mod registry;
+pub mod runner;
 pub mod sandbox;
 pub mod store;
 pub mod sync;

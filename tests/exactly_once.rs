@@ -66,7 +66,15 @@ pub fn store_config(id: &str, store_type: &str) -> StoreConfig {
             page_cap: JD_PAGE_CAP,
         },
     };
-    StoreConfig { id: id.into(), kind, gateway: Gateway::Sandbox, calls_per_second: 10_000, paused: false }
+    StoreConfig {
+        id: id.into(),
+        kind,
+        gateway: Gateway::Sandbox,
+        calls_per_second: 10_000,
+        paused: false,
+        schedules: Default::default(),
+        paused_jobs: Vec::new(),
+    }
 }
 
 pub fn test_config(stores: Vec<StoreConfig>) -> Config {
@@ -83,6 +91,8 @@ pub fn test_config(stores: Vec<StoreConfig>) -> Config {
             initial_lookback: Duration::from_secs(2 * 3600),
             request_timeout: Duration::from_secs(5),
         },
+        daemon: Default::default(),
+        admin: Default::default(),
         stores,
     }
 }

@@ -40,7 +40,7 @@ pub enum OrderPull {
     Order(String),
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct OrderSyncReport {
     pub windows: u64,
     pub received: u64,

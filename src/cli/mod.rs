@@ -10,7 +10,7 @@ use flagsync_market::{LineSerials, ListingRef, Shipment, StockUpdate};
 
 use crate::app::{App, AppOptions};
 use crate::config;
-use crate::sync::orders::{OrderPull, OrderSyncReport, sync_orders};
+use crate::sync::orders::{OrderPull, OrderSyncReport};
 
 #[derive(Debug, Parser)]
 #[command(name = "flagsync", version, about = "Marketplace flagship-store synchronizer")]
@@ -349,39 +349,23 @@ async fn run_with_config(config: config::Config, command: Command) -> anyhow::Re
     }
 }
 
-/// Runs one order pull for a store, recorded as a job run.
+/// Runs one order pull for a store through the job runner, recorded as a job run.
 async fn orders_run(app: &App, store_id: &str, pull: &OrderPull) -> anyhow::Result<OrderSyncReport> {
-    let market = app.market(store_id)?;
+    use crate::jobs::{JobKind, JobRequest, JobRunner, Trigger};
     let params = match pull {
-        OrderPull::Incremental => serde_json::json!({"mode": "incremental"}),
-        OrderPull::Range { since, until } => {
-            serde_json::json!({"mode": "range", "since": since, "until": until})
-        }
-        OrderPull::Order(id) => serde_json::json!({"mode": "order", "order": id}),
+        OrderPull::Incremental => serde_json::json!({}),
+        OrderPull::Range { since, until } => serde_json::json!({"since": since, "until": until}),
+        OrderPull::Order(id) => serde_json::json!({"order": id}),
     };
-    let run_id = app.store.start_run(store_id, "orders", "cli", &params).await?;
-    let result = sync_orders(
-        &app.store,
-        store_id,
-        market.as_ref(),
-        app.clock.as_ref(),
-        &app.order_sync_options(),
-        pull,
-    )
-    .await;
-    match &result {
-        Ok(report) => {
-            let counts = serde_json::to_value(report)?;
-            app.store.finish_run(run_id, crate::store::RunOutcome::Succeeded, &counts, None).await?;
-        }
-        Err(error) => {
-            let message = error.to_string();
-            app.store
-                .finish_run(run_id, crate::store::RunOutcome::Failed, &serde_json::json!({}), Some(&message))
-                .await?;
-        }
-    }
-    Ok(result?)
+    let request = JobRequest {
+        store_id: store_id.to_string(),
+        job: JobKind::Orders,
+        trigger: Trigger::Cli,
+        params,
+        fence: None,
+    };
+    let counts = app.run(&request).await?;
+    Ok(serde_json::from_value(counts)?)
 }
 
 fn print_order_reports(rows: &[(String, anyhow::Result<OrderSyncReport>)], json: bool) {
