@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::inventory::{Allocation, Catalog, ComponentKind, SkuDef};
 use crate::jobs::JobKind;
 use toml::{Table, Value};
 
@@ -89,6 +90,24 @@ pub struct StoreConfig {
     pub schedules: BTreeMap<JobKind, String>,
     /// Jobs not scheduled for this store.
     pub paused_jobs: Vec<JobKind>,
+    /// When stock is held for an order: at payment (default) or as soon as it is placed.
+    pub reserve_on_order: bool,
+    /// Shares of one component may sum past 1 across shared-pool stores; oversell is then
+    /// possible and reported.
+    pub shared_pool: bool,
+    /// Explicit listing mappings: `ITEM:SKU` (or `ITEM`) -> operator SKU or bundle code.
+    /// Listings not named here map by their merchant code.
+    pub listings: BTreeMap<String, String>,
+    /// Per target (operator SKU or bundle code): this store's share, cap and floor.
+    pub allocation: BTreeMap<String, Allocation>,
+}
+
+/// The operator's inventory and fulfilment system.
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    pub gateway: Gateway,
+    pub key_id: String,
+    pub secret: SecretString,
 }
 
 /// The daemon (`flagsync run`).
@@ -135,6 +154,11 @@ pub struct Config {
     pub sync: SyncConfig,
     pub daemon: DaemonConfig,
     pub admin: AdminConfig,
+    /// The operator's SKUs and bundles.
+    pub catalog: Catalog,
+    /// Where the operator's system is; `None` when not configured (inventory and
+    /// fulfilment jobs are then unavailable).
+    pub operator: Option<OperatorConfig>,
     /// Sorted by id.
     pub stores: Vec<StoreConfig>,
 }
@@ -445,7 +469,7 @@ impl Checker<'_> {
     }
 
     fn config(&mut self, root: &Table) -> Option<Config> {
-        self.unknown_keys(root, &["database", "sync", "daemon", "admin", "schedules", "stores"], "");
+        self.unknown_keys(root, &["database", "sync", "daemon", "admin", "schedules", "catalog", "operator", "stores"], "");
         let empty = Table::new();
         let database = self.table(root, "database", "").unwrap_or(&empty);
         self.unknown_keys(database, &["url", "max_connections", "sqlite_synchronous"], "database");
@@ -507,6 +531,15 @@ impl Checker<'_> {
             Some(_) => self.secret(admin, "token", "admin", None).map(Some),
         };
 
+        let catalog = match self.table(root, "catalog", "") {
+            Some(table) => self.catalog(table),
+            None => Some(Catalog::default()),
+        };
+        let operator = match self.table(root, "operator", "") {
+            Some(table) => self.operator(table).map(Some),
+            None => Some(None),
+        };
+
         let mut stores = Vec::new();
         let store_tables = self.table(root, "stores", "").unwrap_or(&empty);
         if store_tables.is_empty() {
@@ -526,6 +559,9 @@ impl Checker<'_> {
             }
         }
         stores.sort_by(|a, b| a.id.cmp(&b.id));
+        if let Some(catalog) = &catalog {
+            self.check_allocations(catalog, &stores);
+        }
 
         Some(Config {
             database: DatabaseConfig {
@@ -547,6 +583,8 @@ impl Checker<'_> {
                 schedules: schedules?,
             },
             admin: AdminConfig { listen: listen?, token: token? },
+            catalog: catalog?,
+            operator: operator?,
             stores,
         })
     }
@@ -586,6 +624,164 @@ impl Checker<'_> {
             }
         }
         ok.then_some(out)
+    }
+
+    fn catalog(&mut self, table: &Table) -> Option<Catalog> {
+        self.unknown_keys(table, &["skus", "bundles"], "catalog");
+        let mut catalog = Catalog::default();
+        let mut ok = true;
+        let empty = Table::new();
+        let skus = self.table(table, "skus", "catalog").unwrap_or(&empty);
+        for (code, value) in skus {
+            let path = format!("catalog.skus.{code}");
+            let Some(def) = value.as_table() else {
+                self.problem(&path, "expected a table like { kind = \"handset\", safety_stock = 2 }");
+                ok = false;
+                continue;
+            };
+            self.unknown_keys(def, &["kind", "safety_stock"], &path);
+            let kind_name = self.choice(def, "kind", &path, "handset", &["handset", "accessory", "plan", "number_pool"]);
+            let safety = self.int(def, "safety_stock", &path, 0, (0, 1_000_000));
+            match (kind_name, safety) {
+                (Some(kind_name), Some(safety_stock)) => {
+                    let kind = match kind_name.as_str() {
+                        "plan" => ComponentKind::PlanQuota,
+                        "number_pool" => ComponentKind::NumberPool,
+                        _ => ComponentKind::Stock,
+                    };
+                    catalog.skus.insert(code.clone(), SkuDef { code: code.clone(), kind_name, kind, safety_stock });
+                }
+                _ => ok = false,
+            }
+        }
+        let bundles = self.table(table, "bundles", "catalog").unwrap_or(&empty);
+        for (code, value) in bundles {
+            let path = format!("catalog.bundles.{code}");
+            if catalog.skus.contains_key(code) {
+                self.problem(&path, "a bundle may not share its code with a SKU");
+                ok = false;
+            }
+            let Some(parts) = value.as_table().filter(|t| !t.is_empty()) else {
+                self.problem(&path, "expected a table of components like { \"HANDSET\" = 1, \"PLAN\" = 1 }");
+                ok = false;
+                continue;
+            };
+            let mut components = Vec::new();
+            for (sku, units) in parts {
+                let at = join(&path, sku);
+                match units.as_integer() {
+                    Some(n) if n >= 1 && catalog.skus.contains_key(sku) => components.push((sku.clone(), n)),
+                    Some(n) if n >= 1 => {
+                        self.problem(&at, "not a SKU of catalog.skus");
+                        ok = false;
+                    }
+                    _ => {
+                        self.problem(&at, &format!("units per bundle must be a whole number >= 1, found {units}"));
+                        ok = false;
+                    }
+                }
+            }
+            catalog.bundles.insert(code.clone(), components);
+        }
+        ok.then_some(catalog)
+    }
+
+    fn operator(&mut self, table: &Table) -> Option<OperatorConfig> {
+        self.unknown_keys(table, &["gateway", "key_id", "secret"], "operator");
+        let gateway = self.string(table, "gateway", "operator", None).and_then(|g| {
+            if g == "sandbox" {
+                Some(Gateway::Sandbox)
+            } else if url::Url::parse(&g).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                Some(Gateway::Url(g))
+            } else {
+                self.problem("operator.gateway", &format!("{g:?} is not an http(s) URL or \"sandbox\""));
+                None
+            }
+        });
+        let sandbox = gateway == Some(Gateway::Sandbox);
+        let key_id = self.string(table, "key_id", "operator", sandbox.then_some(crate::sandbox::OPERATOR_KEY_ID));
+        let secret = self.secret(table, "secret", "operator", sandbox.then_some(crate::sandbox::OPERATOR_SECRET));
+        Some(OperatorConfig { gateway: gateway?, key_id: key_id?, secret: secret? })
+    }
+
+    fn allocation(&mut self, table: &Table, path: &str) -> Option<BTreeMap<String, Allocation>> {
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (target, value) in table {
+            let at = join(path, target);
+            let Some(spec) = value.as_table() else {
+                self.problem(&at, "expected { share = 0.5, cap = 200, floor = 2 }");
+                ok = false;
+                continue;
+            };
+            self.unknown_keys(spec, &["share", "cap", "floor"], &at);
+            let share = match spec.get("share") {
+                None => Some(1.0),
+                Some(v) => match v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) {
+                    Some(share) if share > 0.0 && share <= 1.0 => Some(share),
+                    _ => {
+                        self.problem(&join(&at, "share"), &format!("{v} is not a fraction above 0 and at most 1"));
+                        None
+                    }
+                },
+            };
+            let cap = match spec.get("cap") {
+                None => Some(None),
+                Some(_) => self.int(spec, "cap", &at, 0, (0, 100_000_000)).map(Some),
+            };
+            let floor = self.int(spec, "floor", &at, 0, (0, 1_000_000));
+            match (share, cap, floor) {
+                (Some(share), Some(cap), Some(floor)) => {
+                    out.insert(target.clone(), Allocation { share, cap, floor });
+                }
+                _ => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// Mapped targets must exist; explicit shares of one component across allocated stores
+    /// must not pass 1.
+    fn check_allocations(&mut self, catalog: &Catalog, stores: &[StoreConfig]) {
+        let mut sums: BTreeMap<String, (f64, Vec<String>)> = BTreeMap::new();
+        for store in stores {
+            for (listing, target) in &store.listings {
+                if catalog.resolve(target).is_none() {
+                    self.problem(
+                        &format!("stores.{}.listings.{listing}", store.id),
+                        &format!("{target:?} is not a SKU or bundle of the catalog"),
+                    );
+                }
+            }
+            for (target, allocation) in &store.allocation {
+                let Some(resolved) = catalog.resolve(target) else {
+                    self.problem(
+                        &format!("stores.{}.allocation.{target}", store.id),
+                        "not a SKU or bundle of the catalog",
+                    );
+                    continue;
+                };
+                if store.shared_pool {
+                    continue;
+                }
+                for (component, _) in resolved.components {
+                    let entry = sums.entry(component.key()).or_default();
+                    entry.0 += allocation.share;
+                    entry.1.push(format!("{}.{target}", store.id));
+                }
+            }
+        }
+        for (component, (sum, places)) in sums {
+            if sum > 1.0 + 1e-9 {
+                self.problem(
+                    "stores.*.allocation",
+                    &format!(
+                        "shares of {component} sum to {sum:.2} (> 1) across {}: lower them or set shared_pool = true",
+                        places.join(", ")
+                    ),
+                );
+            }
+        }
     }
 
     fn jobs(&mut self, table: &Table, key: &str, path: &str) -> Option<Vec<JobKind>> {
@@ -629,6 +825,30 @@ impl Checker<'_> {
             None => Some(BTreeMap::new()),
         };
         let paused_jobs = self.jobs(table, "paused_jobs", path);
+        let reserve_on = self.choice(table, "reserve_on", path, "payment", &["payment", "order"]);
+        let shared_pool = self.boolean(table, "shared_pool", path, false);
+        let listings = match self.table(table, "listings", path) {
+            Some(inner) => {
+                let mut out = BTreeMap::new();
+                for (listing, target) in inner {
+                    match target.as_str() {
+                        Some(t) if !t.trim().is_empty() => {
+                            out.insert(listing.clone(), t.trim().to_string());
+                        }
+                        _ => self.problem(
+                            &join(&join(path, "listings"), listing),
+                            "expected the operator SKU or bundle code as a string",
+                        ),
+                    }
+                }
+                Some(out)
+            }
+            None => Some(BTreeMap::new()),
+        };
+        let allocation = match self.table(table, "allocation", path) {
+            Some(inner) => self.allocation(inner, &join(path, "allocation")),
+            None => Some(BTreeMap::new()),
+        };
         let kind = match kind.as_deref() {
             Some("taobao") => {
                 self.unknown_keys(
@@ -645,6 +865,10 @@ impl Checker<'_> {
                         "paused",
                         "schedules",
                         "paused_jobs",
+                        "reserve_on",
+                        "shared_pool",
+                        "listings",
+                        "allocation",
                     ],
                     path,
                 );
@@ -680,6 +904,10 @@ impl Checker<'_> {
                         "paused",
                         "schedules",
                         "paused_jobs",
+                        "reserve_on",
+                        "shared_pool",
+                        "listings",
+                        "allocation",
                     ],
                     path,
                 );
@@ -713,6 +941,10 @@ impl Checker<'_> {
             paused: paused?,
             schedules: schedules?,
             paused_jobs: paused_jobs?,
+            reserve_on_order: reserve_on? == "order",
+            shared_pool: shared_pool?,
+            listings: listings?,
+            allocation: allocation?,
         })
     }
 }

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod inventory;
 pub mod jobs;
 pub mod registry;
 pub mod runner;

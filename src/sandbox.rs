@@ -7,6 +7,8 @@ pub const TOP_SESSION: &str = "sandbox-top-session";
 pub const JOS_APP_KEY: &str = "sandbox-jd-app-key";
 pub const JOS_APP_SECRET: &str = "sandbox-jd-secret-0123456789";
 pub const JOS_ACCESS_TOKEN: &str = "sandbox-jd-access-token";
+pub const OPERATOR_KEY_ID: &str = "sandbox-operator";
+pub const OPERATOR_SECRET: &str = "sandbox-operator-secret-0123456789";
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

@@ -74,6 +74,10 @@ pub fn store_config(id: &str, store_type: &str) -> StoreConfig {
         paused: false,
         schedules: Default::default(),
         paused_jobs: Vec::new(),
+        reserve_on_order: false,
+        shared_pool: false,
+        listings: Default::default(),
+        allocation: Default::default(),
     }
 }
 
@@ -93,6 +97,8 @@ pub fn test_config(stores: Vec<StoreConfig>) -> Config {
         },
         daemon: Default::default(),
         admin: Default::default(),
+        catalog: Default::default(),
+        operator: None,
         stores,
     }
 }
