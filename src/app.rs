@@ -11,10 +11,16 @@ use flagsync_market::transport::{Recorder, Recording, ReqwestTransport, Transpor
 use flagsync_market::{Clock, Marketplace, SystemClock};
 
 use crate::config::{Config, Gateway, StoreConfig};
+use crate::inventory::ReservationRules;
 use crate::registry;
 use crate::sandbox::EmbeddedSandbox;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::sync::orders::OrderSyncOptions;
+use crate::sync::stock::StockPolicy;
+use flagsync_operator::{
+    HttpOperator, OperatorApi, OperatorConfig as OperatorClientConfig, ReqwestOperatorTransport,
+};
+use secrecy::ExposeSecret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -38,6 +44,8 @@ pub struct App {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
     pub markets: BTreeMap<String, Arc<dyn Marketplace>>,
+    /// The operator's system, when configured.
+    pub operator: Option<Arc<dyn OperatorApi>>,
     /// The in-process sandbox, when any store uses it.
     pub sandbox: Option<EmbeddedSandbox>,
 }
@@ -59,7 +67,8 @@ impl App {
         sandbox: Option<EmbeddedSandbox>,
         store: Store,
     ) -> Result<Self, AppError> {
-        let needs_sandbox = config.stores.iter().any(|s| s.gateway == Gateway::Sandbox);
+        let needs_sandbox = config.stores.iter().any(|s| s.gateway == Gateway::Sandbox)
+            || config.operator.as_ref().is_some_and(|o| o.gateway == Gateway::Sandbox);
         let sandbox = match (sandbox, needs_sandbox) {
             (Some(sandbox), _) => Some(sandbox),
             (None, true) => Some(
@@ -78,7 +87,67 @@ impl App {
                 registry::connector(store_config, gateway, transport.clone(), clock.clone(), options.retry);
             markets.insert(store_config.id.clone(), market);
         }
-        Ok(Self { config, store, clock, markets, sandbox })
+        let operator = match &config.operator {
+            None => None,
+            Some(operator) => {
+                let base_url = match &operator.gateway {
+                    Gateway::Url(url) => url.clone(),
+                    Gateway::Sandbox => sandbox
+                        .as_ref()
+                        .map(|s| s.base_url())
+                        .ok_or_else(|| AppError::Setup("the sandbox is not running".into()))?,
+                };
+                let transport = ReqwestOperatorTransport::new(config.sync.request_timeout)
+                    .map_err(|e| AppError::Setup(format!("operator http client: {e}")))?;
+                let client = HttpOperator::new(
+                    OperatorClientConfig {
+                        base_url,
+                        key_id: operator.key_id.clone(),
+                        secret: operator.secret.expose_secret().to_string(),
+                        retry: options.retry,
+                    },
+                    Arc::new(transport),
+                    clock.clone(),
+                );
+                Some(Arc::new(client) as Arc<dyn OperatorApi>)
+            }
+        };
+        Ok(Self { config, store, clock, markets, operator, sandbox })
+    }
+
+    pub fn operator(&self) -> Result<&Arc<dyn OperatorApi>, AppError> {
+        self.operator.as_ref().ok_or_else(|| AppError::Setup("no [operator] in the config".into()))
+    }
+
+    /// A store's stock policy: its mappings, allocation, and the default share of targets
+    /// it has no explicit allocation for (what allocated stores left of 1, split evenly).
+    pub fn stock_policy(&self, store_id: &str) -> Result<StockPolicy, AppError> {
+        let store = self
+            .config
+            .store(store_id)
+            .ok_or_else(|| AppError::Setup(format!("no store {store_id:?} in the config")))?;
+        let rules = self.reservation_rules(store_id).map(|r| (*r).clone()).unwrap_or_default();
+        let mut default_share = BTreeMap::new();
+        for target in self.config.catalog.skus.keys().chain(self.config.catalog.bundles.keys()) {
+            if store.allocation.contains_key(target) {
+                continue;
+            }
+            if store.shared_pool {
+                default_share.insert(target.clone(), 1.0);
+                continue;
+            }
+            let allocated: Vec<_> = self.config.stores.iter().filter(|s| !s.shared_pool).collect();
+            let explicit: f64 =
+                allocated.iter().filter_map(|s| s.allocation.get(target)).map(|a| a.share).sum();
+            let without = allocated.iter().filter(|s| !s.allocation.contains_key(target)).count().max(1);
+            default_share.insert(target.clone(), ((1.0 - explicit).max(0.0)) / without as f64);
+        }
+        Ok(StockPolicy {
+            rules,
+            shared_pool: store.shared_pool,
+            allocation: store.allocation.clone(),
+            default_share,
+        })
     }
 
     pub fn market(&self, store_id: &str) -> Result<&Arc<dyn Marketplace>, AppError> {
@@ -88,14 +157,36 @@ impl App {
         })
     }
 
-    pub fn order_sync_options(&self) -> OrderSyncOptions {
+    /// The order pull's options for a store (its reservation rules included).
+    pub fn order_sync_options_for(&self, store_id: &str) -> OrderSyncOptions {
         let sync = &self.config.sync;
         OrderSyncOptions {
             window: sync.window,
             settle_delay: sync.settle_delay,
             overlap: sync.overlap,
             initial_lookback: sync.initial_lookback,
+            reservations: self.reservation_rules(store_id),
         }
+    }
+
+    /// Options without reservations (for stores whose lines map to nothing).
+    pub fn order_sync_options(&self) -> OrderSyncOptions {
+        let mut options = self.order_sync_options_for("");
+        options.reservations = None;
+        options
+    }
+
+    /// A store's reservation rules, when the catalogue has anything in it.
+    pub fn reservation_rules(&self, store_id: &str) -> Option<Arc<ReservationRules>> {
+        if self.config.catalog.is_empty() {
+            return None;
+        }
+        let store = self.config.store(store_id);
+        Some(Arc::new(ReservationRules {
+            catalog: self.config.catalog.clone(),
+            explicit: store.map(|s| s.listings.clone()).unwrap_or_default(),
+            reserve_on_order: store.is_some_and(|s| s.reserve_on_order),
+        }))
     }
 }
 

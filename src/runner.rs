@@ -49,8 +49,46 @@ impl App {
                     store_id,
                     market.as_ref(),
                     self.clock.as_ref(),
-                    &self.order_sync_options(),
+                    &self.order_sync_options_for(store_id),
                     &pull,
+                )
+                .await
+                .map_err(|e| JobError::Failed(e.to_string()))?;
+                serde_json::to_value(report).map_err(|e| JobError::Failed(e.to_string()))
+            }
+            JobKind::Inventory => {
+                let operator = self.operator().map_err(|e| JobError::Invalid(e.to_string()))?;
+                let full = request.params.get("full").and_then(Value::as_bool).unwrap_or(false);
+                let report = crate::sync::inventory::sync_inventory(&self.store, operator.as_ref(), full)
+                    .await
+                    .map_err(|e| JobError::Failed(e.to_string()))?;
+                serde_json::to_value(report).map_err(|e| JobError::Failed(e.to_string()))
+            }
+            JobKind::Stock => {
+                let market = self.market(store_id).map_err(|e| JobError::Invalid(e.to_string()))?;
+                let policy = self.stock_policy(store_id).map_err(|e| JobError::Invalid(e.to_string()))?;
+                let report = crate::sync::stock::sync_stock(
+                    &self.store,
+                    store_id,
+                    market.as_ref(),
+                    &policy,
+                    &self.config.catalog,
+                )
+                .await
+                .map_err(|e| JobError::Failed(e.to_string()))?;
+                serde_json::to_value(report).map_err(|e| JobError::Failed(e.to_string()))
+            }
+            JobKind::Reconcile => {
+                let market = self.market(store_id).map_err(|e| JobError::Invalid(e.to_string()))?;
+                let policy = self.stock_policy(store_id).map_err(|e| JobError::Invalid(e.to_string()))?;
+                let fix = request.params.get("fix").and_then(Value::as_bool).unwrap_or(false);
+                let report = crate::sync::reconcile::reconcile(
+                    &self.store,
+                    store_id,
+                    market.as_ref(),
+                    &policy,
+                    &self.config.catalog,
+                    fix,
                 )
                 .await
                 .map_err(|e| JobError::Failed(e.to_string()))?;

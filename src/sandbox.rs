@@ -18,6 +18,7 @@ use chrono::{TimeDelta, Utc};
 use flagsync_sandbox::clock::SimClock;
 use flagsync_sandbox::faults::FaultPlan;
 use flagsync_sandbox::jos::{JosConfig, JosSandbox};
+use flagsync_sandbox::operator::{OperatorSim, OperatorSimConfig};
 use flagsync_sandbox::scenario::{ScenarioConfig, generate};
 use flagsync_sandbox::server::{RunningServer, serve};
 use flagsync_sandbox::top::{TopConfig, TopSandbox};
@@ -28,9 +29,12 @@ use flagsync_sandbox::top::{TopConfig, TopSandbox};
 pub struct EmbeddedSandbox {
     pub top: TopSandbox,
     pub jos: JosSandbox,
+    /// The operator's inventory and fulfilment system, at `/v1/...`.
+    pub operator: OperatorSim,
     pub clock: SimClock,
     pub top_faults: FaultPlan,
     pub jos_faults: FaultPlan,
+    pub operator_faults: FaultPlan,
     server: Arc<RunningServer>,
 }
 
@@ -52,8 +56,19 @@ impl EmbeddedSandbox {
     ) -> std::io::Result<Self> {
         let top = TopSandbox::new(top, clock.clone(), top_faults.clone());
         let jos = JosSandbox::new(jos, clock.clone(), jos_faults.clone());
-        let server = serve(top.router().merge(jos.router()), addr).await?;
-        Ok(Self { top, jos, clock, top_faults, jos_faults, server: Arc::new(server) })
+        let operator_faults = FaultPlan::new(0x0bad_5eed);
+        let operator = OperatorSim::new(OperatorSimConfig::default(), clock.clone(), operator_faults.clone());
+        let server = serve(top.router().merge(jos.router()).merge(operator.router()), addr).await?;
+        Ok(Self {
+            top,
+            jos,
+            operator,
+            clock,
+            top_faults,
+            jos_faults,
+            operator_faults,
+            server: Arc::new(server),
+        })
     }
 
     /// The sandbox the CLI starts for `gateway = "sandbox"` stores: real time, and a
@@ -115,6 +130,9 @@ pub async fn serve_forever(listen: SocketAddr, orders: usize, seed: u64) -> anyh
     println!("    app_key={top_key} app_secret={top_secret} session={top_session}");
     println!("  JOS (JD):           {}", sandbox.gateway_for("jd"));
     println!("    app_key={jd_key} app_secret={jd_secret} access_token={jd_token}");
+    let (op_key, op_secret) = sandbox.operator.credentials();
+    println!("  operator:           {}/v1/... (stock, fulfilments, shipments)", sandbox.base_url());
+    println!("    key_id={op_key} secret={op_secret}");
     println!("  scenario: {orders} orders per platform over the last 6 hours (seed {seed}); Ctrl-C stops");
     tokio::signal::ctrl_c().await?;
     Ok(ExitCode::SUCCESS)
@@ -136,5 +154,7 @@ mod tests {
             (jos.app_key.as_str(), jos.app_secret.as_str(), jos.access_token.as_str()),
             (JOS_APP_KEY, JOS_APP_SECRET, JOS_ACCESS_TOKEN)
         );
+        let operator = OperatorSimConfig::default();
+        assert_eq!((operator.key_id.as_str(), operator.secret.as_str()), (OPERATOR_KEY_ID, OPERATOR_SECRET));
     }
 }

@@ -9,4 +9,5 @@ mod commands;
 mod config_check;
 mod contract;
 mod exactly_once;
+mod inventory;
 mod store_suite;

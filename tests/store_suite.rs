@@ -19,13 +19,14 @@ async fn upsert_is_idempotent_and_never_moves_backwards(store: TestStore) {
     let mut shipped = order(big_id, at(2, 0, 0), OrderStatus::Shipped);
     shipped.lines[0].quantity = 2;
 
-    let first = store.ingest("tmall", &[Fetched::Order(Box::new(paid.clone()))], None).await.unwrap();
+    let first = store.ingest("tmall", &[Fetched::Order(Box::new(paid.clone()))], None, None).await.unwrap();
     assert_eq!((first.inserted, first.updated, first.unchanged), (1, 0, 0));
-    let again = store.ingest("tmall", &[Fetched::Order(Box::new(paid.clone()))], None).await.unwrap();
+    let again = store.ingest("tmall", &[Fetched::Order(Box::new(paid.clone()))], None, None).await.unwrap();
     assert_eq!((again.inserted, again.updated, again.unchanged), (0, 0, 1));
-    let newer = store.ingest("tmall", &[Fetched::Order(Box::new(shipped.clone()))], None).await.unwrap();
+    let newer =
+        store.ingest("tmall", &[Fetched::Order(Box::new(shipped.clone()))], None, None).await.unwrap();
     assert_eq!(newer.updated, 1);
-    let stale = store.ingest("tmall", &[Fetched::Order(Box::new(paid))], None).await.unwrap();
+    let stale = store.ingest("tmall", &[Fetched::Order(Box::new(paid))], None, None).await.unwrap();
     assert_eq!(stale.unchanged, 1, "a stale modified is ignored");
 
     let stored = store.order("tmall", big_id).await.unwrap().unwrap();
@@ -50,7 +51,7 @@ async fn unparsable_payloads_are_quarantined_and_the_rest_stored(store: TestStor
         }),
         Fetched::Order(Box::new(order("1003", at(1, 0, 0), OrderStatus::Paid))),
     ];
-    let stats = store.ingest("tmall", &batch, None).await.unwrap();
+    let stats = store.ingest("tmall", &batch, None, None).await.unwrap();
     assert_eq!((stats.inserted, stats.quarantined), (2, 1));
     let quarantined = store.quarantine(Some("tmall")).await.unwrap();
     assert_eq!(quarantined.len(), 1);
@@ -65,14 +66,14 @@ async fn cursor_moves_with_its_batch_and_never_backwards(store: TestStore) {
     store.register_store("jd", "jd").await.unwrap();
     assert_eq!(store.cursor("jd", "orders").await.unwrap(), None);
     let batch = [Fetched::Order(Box::new(order("77", at(1, 0, 0), OrderStatus::Paid)))];
-    store.ingest("jd", &batch, Some(("orders", at(3, 0, 0)))).await.unwrap();
+    store.ingest("jd", &batch, Some(("orders", at(3, 0, 0))), None).await.unwrap();
     assert_eq!(store.cursor("jd", "orders").await.unwrap(), Some(at(3, 0, 0)));
-    store.ingest("jd", &[], Some(("orders", at(2, 0, 0)))).await.unwrap();
+    store.ingest("jd", &[], Some(("orders", at(2, 0, 0))), None).await.unwrap();
     assert_eq!(store.cursor("jd", "orders").await.unwrap(), Some(at(3, 0, 0)), "cursor never moves back");
 
     // A batch that fails to commit leaves the cursor where it was.
     store.close().await;
-    assert!(store.ingest("jd", &batch, Some(("orders", at(4, 0, 0)))).await.is_err());
+    assert!(store.ingest("jd", &batch, Some(("orders", at(4, 0, 0))), None).await.is_err());
 }
 
 async fn runs_are_recorded(store: TestStore) {

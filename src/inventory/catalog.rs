@@ -124,3 +124,25 @@ pub fn listing_key(item_id: &str, sku_id: Option<&str>) -> String {
         _ => item_id.to_string(),
     }
 }
+
+/// How a store's order lines map to the catalogue, and when they hold stock.
+#[derive(Debug, Clone, Default)]
+pub struct ReservationRules {
+    pub catalog: Catalog,
+    /// Explicit `ITEM:SKU` / `ITEM` -> target mappings of the store.
+    pub explicit: BTreeMap<String, String>,
+    /// Hold stock from order placement, not payment.
+    pub reserve_on_order: bool,
+}
+
+impl ReservationRules {
+    /// The target of a listing: its explicit mapping, else its merchant code when the
+    /// catalogue knows it. Unknown codes are never guessed.
+    pub fn target_of(&self, item_id: &str, sku_id: Option<&str>, outer_id: Option<&str>) -> Option<Resolved> {
+        let key = listing_key(item_id, sku_id);
+        if let Some(target) = self.explicit.get(&key).or_else(|| self.explicit.get(item_id)) {
+            return self.catalog.resolve(target);
+        }
+        outer_id.and_then(|code| self.catalog.resolve(code.trim()))
+    }
+}

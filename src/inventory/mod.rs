@@ -17,4 +17,6 @@
 pub mod catalog;
 pub mod planner;
 
-pub use catalog::{Allocation, Catalog, Component, ComponentKind, Resolved, SkuDef};
+pub use catalog::{
+    Allocation, Catalog, Component, ComponentKind, ReservationRules, Resolved, SkuDef, listing_key,
+};

@@ -111,7 +111,12 @@ pub fn target(listing: &ListingPlanInput, levels: &BTreeMap<Component, Component
     let (value, binding) = best.unwrap_or((0, String::new()));
     if listing.shared_pool {
         let shown = show(value, &listing.allocation);
-        Target { value: shown, binding, needs_live: false, push_now: listing.state.last_pushed != Some(shown) }
+        Target {
+            value: shown,
+            binding,
+            needs_live: false,
+            push_now: listing.state.last_pushed != Some(shown),
+        }
     } else {
         let state = &listing.state;
         let needs_live = state.grant != Some(value) || state.allowance.is_none() || state.pending.is_some();
@@ -139,7 +144,9 @@ pub struct Decision {
 /// marketplace's live counter.
 pub fn decide(listing: &ListingPlanInput, grant: i64, live: i64) -> Decision {
     let state = &listing.state;
-    let carried = |allowance: i64, last_pushed: i64, old_grant: i64| allowance - (last_pushed - live) + (grant - old_grant);
+    let carried = |allowance: i64, last_pushed: i64, old_grant: i64| {
+        allowance - (last_pushed - live) + (grant - old_grant)
+    };
     let allowance = match (state.allowance, state.last_pushed, state.grant) {
         (Some(allowance), Some(last), Some(old_grant)) => {
             let settled = carried(allowance, last, old_grant);
@@ -203,7 +210,13 @@ mod tests {
         Component { kind: ComponentKind::Stock, code: code.into() }
     }
 
-    fn listing(key: &str, components: Vec<(Component, i64)>, share: f64, cap: Option<i64>, floor: i64) -> ListingPlanInput {
+    fn listing(
+        key: &str,
+        components: Vec<(Component, i64)>,
+        share: f64,
+        cap: Option<i64>,
+        floor: i64,
+    ) -> ListingPlanInput {
         ListingPlanInput {
             key: key.into(),
             target: Resolved { target: "T".into(), components },
@@ -254,7 +267,8 @@ mod tests {
         // First push: grant 200, nothing sold yet.
         let d = decide(&l, 200, 0);
         assert_eq!((d.allowance, d.shown, d.push), (200, 200, true));
-        l.state = ListingState { grant: Some(200), allowance: Some(200), last_pushed: Some(200), pending: None };
+        l.state =
+            ListingState { grant: Some(200), allowance: Some(200), last_pushed: Some(200), pending: None };
         // 150 sold on the marketplace; the operator restocks: grant 250.
         let d = decide(&l, 250, 50);
         assert_eq!((d.allowance, d.shown), (100, 100));

@@ -6,6 +6,8 @@
 //! behind a one-connection writer pool (so write transactions never race to upgrade a
 //! read lock) and a small reader pool.
 
+mod inventory;
+mod leases;
 mod orders;
 mod runs;
 
@@ -17,6 +19,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use inventory::{ListingRow, OpenReservation, SnapshotStats};
+pub(crate) use leases::fence_clause;
+pub use leases::{EpochMatch, FENCE_HOLDS_SQL, LeaseRow, RunRequest};
 pub use orders::{IngestStats, QuarantineRow, StoredOrder, StoredOrderSummary};
 pub use runs::{JobRun, RunOutcome};
 

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{Store, StoreError, with_pool};
+use crate::inventory::ReservationRules;
 
 /// What one ingest did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -23,6 +24,8 @@ pub struct IngestStats {
     /// Copies no newer than what was stored.
     pub unchanged: u64,
     pub quarantined: u64,
+    /// Reservations opened or released.
+    pub reservation_changes: u64,
 }
 
 impl IngestStats {
@@ -31,6 +34,7 @@ impl IngestStats {
         self.updated += other.updated;
         self.unchanged += other.unchanged;
         self.quarantined += other.quarantined;
+        self.reservation_changes += other.reservation_changes;
     }
 }
 
@@ -125,6 +129,73 @@ const INSERT_LINE: &str = "INSERT INTO order_lines (store_id, order_id, line_id,
      quantity, price_fen, payment_fen, refund, platform_status) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
+const UPSERT_LISTING: &str = "INSERT INTO listings (store_id, item_id, sku_id, outer_id, title, discovered_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (store_id, item_id, sku_id) DO UPDATE SET \
+     outer_id = COALESCE(excluded.outer_id, listings.outer_id), title = excluded.title";
+
+/// Opens once: a second open of the same (order line, component) does nothing, and a
+/// released or consumed row is never reopened.
+const OPEN_RESERVATION: &str = "INSERT INTO reservations (store_id, order_id, line_id, component, listing, quantity, \
+     state, ordered_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8) \
+     ON CONFLICT (store_id, order_id, line_id, component) DO NOTHING";
+
+/// Releases once: only open rows move.
+const RELEASE_RESERVATIONS: &str = "UPDATE reservations SET state = 'released', closed_at = $1 \
+     WHERE store_id = $2 AND order_id = $3 AND (CAST($4 AS TEXT) IS NULL OR line_id = $4) AND state = 'open'";
+
+/// A reservation transition an order's new state asks for.
+enum ReservationChange<'a> {
+    Open {
+        line_id: &'a str,
+        component: String,
+        listing: String,
+        quantity: i64,
+    },
+    /// `None` = every line of the order.
+    Release {
+        line_id: Option<&'a str>,
+    },
+}
+
+/// What an order's state means for its reservations: paid (or placed, when the store holds
+/// stock on order) and open orders hold their lines' components; cancelled or refunded
+/// orders, and refunded lines, release what they held. Shipped orders keep theirs until the
+/// operator's shipment consumes them.
+fn reservation_changes<'a>(order: &'a Order, rules: &ReservationRules) -> Vec<ReservationChange<'a>> {
+    let mut changes = Vec::new();
+    if matches!(order.status, OrderStatus::Cancelled | OrderStatus::Refunded) {
+        changes.push(ReservationChange::Release { line_id: None });
+        return changes;
+    }
+    let holds = order.status.is_open_paid()
+        || matches!(order.status, OrderStatus::Shipped | OrderStatus::Completed)
+        || (rules.reserve_on_order && order.status == OrderStatus::AwaitingPayment);
+    for line in &order.lines {
+        if line.refund == RefundState::Refunded {
+            changes.push(ReservationChange::Release { line_id: Some(&line.line_id) });
+            continue;
+        }
+        if !holds {
+            continue;
+        }
+        let Some(resolved) =
+            rules.target_of(&line.item_id, line.sku_id.as_deref(), line.outer_sku_id.as_deref())
+        else {
+            continue;
+        };
+        let listing = crate::inventory::listing_key(&line.item_id, line.sku_id.as_deref());
+        for (component, per) in resolved.components {
+            changes.push(ReservationChange::Open {
+                line_id: &line.line_id,
+                component: component.key(),
+                listing: listing.clone(),
+                quantity: line.quantity * per,
+            });
+        }
+    }
+    changes
+}
+
 const INSERT_QUARANTINE: &str = "INSERT INTO quarantine (store_id, api, order_id, reason, payload, received_at) VALUES ($1, $2, $3, $4, $5, $6)";
 
 const ADVANCE_CURSOR: &str = "INSERT INTO sync_cursors (store_id, job, position, updated_at) VALUES ($1, $2, $3, $4) \
@@ -156,6 +227,7 @@ impl Store {
         store_id: &str,
         batch: &[Fetched],
         cursor: Option<(&str, DateTime<Utc>)>,
+        rules: Option<&ReservationRules>,
     ) -> Result<IngestStats, StoreError> {
         let now = Utc::now();
         let mut stats = IngestStats::default();
@@ -217,6 +289,44 @@ impl Store {
                                 .bind(&line.platform_status)
                                 .execute(&mut *tx)
                                 .await?;
+                            sqlx::query(UPSERT_LISTING)
+                                .bind(store_id)
+                                .bind(&line.item_id)
+                                .bind(line.sku_id.clone().unwrap_or_default())
+                                .bind(&line.outer_sku_id)
+                                .bind(&line.title)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        if let Some(rules) = rules {
+                            for change in reservation_changes(order, rules) {
+                                let done = match change {
+                                    ReservationChange::Open { line_id, component, listing, quantity } => {
+                                        sqlx::query(OPEN_RESERVATION)
+                                            .bind(store_id)
+                                            .bind(&order.order_id)
+                                            .bind(line_id)
+                                            .bind(component)
+                                            .bind(listing)
+                                            .bind(quantity)
+                                            .bind(order.paid_at.unwrap_or(order.created_at))
+                                            .bind(now)
+                                            .execute(&mut *tx)
+                                            .await?
+                                    }
+                                    ReservationChange::Release { line_id } => {
+                                        sqlx::query(RELEASE_RESERVATIONS)
+                                            .bind(now)
+                                            .bind(store_id)
+                                            .bind(&order.order_id)
+                                            .bind(line_id)
+                                            .execute(&mut *tx)
+                                            .await?
+                                    }
+                                };
+                                stats.reservation_changes += done.rows_affected();
+                            }
                         }
                     }
                     Fetched::Unparsed(unparsed) => {

@@ -1,6 +1,9 @@
 //! Sync jobs, written once against the connector contract: nothing here names a platform.
 
+pub mod inventory;
 pub mod orders;
+pub mod reconcile;
+pub mod stock;
 
 use flagsync_market::{ConnectorError, PullError};
 

@@ -27,6 +27,8 @@ pub struct OrderSyncOptions {
     pub settle_delay: Duration,
     pub overlap: Duration,
     pub initial_lookback: Duration,
+    /// How the store's lines map to the catalogue; reservations follow order state when set.
+    pub reservations: Option<std::sync::Arc<crate::inventory::ReservationRules>>,
 }
 
 /// What to pull.
@@ -68,6 +70,7 @@ impl OrderSyncReport {
 struct StoreSink<'a> {
     store: &'a Store,
     store_id: &'a str,
+    rules: Option<&'a crate::inventory::ReservationRules>,
     pending: Vec<Fetched>,
     stats: IngestStats,
     received: u64,
@@ -79,7 +82,8 @@ impl StoreSink<'_> {
         if batch.is_empty() && cursor.is_none() {
             return Ok(());
         }
-        let stats = self.store.ingest(self.store_id, &batch, cursor.map(|c| (ORDERS_JOB, c))).await?;
+        let stats =
+            self.store.ingest(self.store_id, &batch, cursor.map(|c| (ORDERS_JOB, c)), self.rules).await?;
         self.stats.add(stats);
         Ok(())
     }
@@ -117,7 +121,7 @@ impl OrderSink for StoreSink<'_> {
         if !previous.is_empty() {
             let stats = self
                 .store
-                .ingest(self.store_id, &previous, None)
+                .ingest(self.store_id, &previous, None, self.rules)
                 .await
                 .map_err(|e| SinkError(Box::new(e)))?;
             self.stats.add(stats);
@@ -148,7 +152,7 @@ pub async fn sync_orders(
     let (start, end, moves_cursor) = match pull {
         OrderPull::Order(order_id) => {
             let fetched = market.fetch_order(order_id).await?;
-            let stats = store.ingest(store_id, &[fetched], None).await?;
+            let stats = store.ingest(store_id, &[fetched], None, options.reservations.as_deref()).await?;
             report.received = 1;
             report.calls = 1;
             report.add(stats);
@@ -177,8 +181,14 @@ pub async fn sync_orders(
         }
     };
 
-    let mut sink =
-        StoreSink { store, store_id, pending: Vec::new(), stats: IngestStats::default(), received: 0 };
+    let mut sink = StoreSink {
+        store,
+        store_id,
+        rules: options.reservations.as_deref(),
+        pending: Vec::new(),
+        stats: IngestStats::default(),
+        received: 0,
+    };
     let mut window_start = start;
     while window_start < end {
         let window_end = (window_start + window).min(end);

@@ -1,0 +1,60 @@
+//! The inventory pull: the operator's stock levels and contract-phone resources, as a full
+//! snapshot or the changes since the ledger's watermark.
+
+use flagsync_operator::{OperatorApi, ResourceKind};
+use serde::{Deserialize, Serialize};
+
+use super::SyncError;
+use crate::inventory::ComponentKind;
+use crate::store::Store;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryReport {
+    pub full: bool,
+    pub levels: u64,
+    pub resources: u64,
+    pub watermark: i64,
+    /// The answer was older than what the ledger has: nothing changed.
+    pub stale: bool,
+}
+
+/// Pulls operator stock. `full` asks for everything (and replaces the ledger's levels);
+/// otherwise only changes after the stored watermark (a full pull when there is none).
+pub async fn sync_inventory(
+    store: &Store,
+    operator: &dyn OperatorApi,
+    full: bool,
+) -> Result<InventoryReport, SyncError> {
+    let since = if full { None } else { store.watermark("stock").await? };
+    let snapshot = operator.stock(since).await?;
+    if let Some(since) = since
+        && !snapshot.full
+        && snapshot.watermark < since
+    {
+        return Err(SyncError::Invalid(format!(
+            "operator answered watermark {} for changes since {since}: it went backwards",
+            snapshot.watermark
+        )));
+    }
+    let levels: Vec<(String, String, i64)> =
+        snapshot.levels.iter().map(|l| (l.sku.clone(), l.warehouse.clone(), l.on_hand)).collect();
+    let resources: Vec<(ComponentKind, String, i64)> = snapshot
+        .resources
+        .iter()
+        .map(|r| {
+            let kind = match r.kind {
+                ResourceKind::PlanQuota => ComponentKind::PlanQuota,
+                ResourceKind::NumberPool => ComponentKind::NumberPool,
+            };
+            (kind, r.code.clone(), r.available)
+        })
+        .collect();
+    let stats = store.apply_stock_snapshot(snapshot.watermark, snapshot.full, &levels, &resources).await?;
+    Ok(InventoryReport {
+        full: snapshot.full,
+        levels: stats.levels,
+        resources: stats.resources,
+        watermark: snapshot.watermark,
+        stale: stats.stale,
+    })
+}

@@ -1,0 +1,126 @@
+//! Reconcile: read every pushed listing's live quantity back from the marketplace and
+//! report those that differ from what flagsync expects (what it last pushed, less the sales
+//! it has pulled since); `fix` pushes the expected values.
+
+use flagsync_market::{ListingRef, Marketplace, StockUpdate};
+use serde::{Deserialize, Serialize};
+
+use super::SyncError;
+use crate::inventory::listing_key;
+use crate::inventory::planner::{ListingState, show};
+use crate::store::Store;
+use crate::sync::stock::{StockPolicy, plan_listings};
+
+/// One listing that differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discrepancy {
+    pub store: String,
+    pub listing: String,
+    pub target: String,
+    pub expected: i64,
+    pub last_pushed: Option<i64>,
+    pub live: i64,
+    pub fixed: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileReport {
+    pub checked: u64,
+    pub differing: Vec<Discrepancy>,
+    pub fixed: u64,
+    pub errors: Vec<String>,
+}
+
+pub async fn reconcile(
+    store: &Store,
+    store_id: &str,
+    market: &dyn Marketplace,
+    policy: &StockPolicy,
+    catalog: &crate::inventory::Catalog,
+    fix: bool,
+) -> Result<ReconcileReport, SyncError> {
+    let levels = store.component_levels(catalog).await?;
+    let (plans, _) = plan_listings(store, store_id, policy, &levels).await?;
+    let pushed: Vec<_> = plans.into_iter().filter(|p| p.row.state.last_pushed.is_some()).collect();
+    let mut report = ReconcileReport { checked: pushed.len() as u64, ..ReconcileReport::default() };
+    let refs: Vec<ListingRef> = pushed
+        .iter()
+        .map(|p| ListingRef { item_id: p.row.item_id.clone(), sku_id: p.row.sku().map(str::to_string) })
+        .collect();
+    let mut live = std::collections::BTreeMap::new();
+    for chunk in refs.chunks(100) {
+        for quantity in market.read_stock(chunk).await? {
+            live.insert(quantity.listing, quantity.quantity);
+        }
+    }
+    let mut fixes = Vec::new();
+    for (plan, reference) in pushed.iter().zip(refs) {
+        let row = &plan.row;
+        let Some(&now_live) = live.get(&reference) else {
+            report
+                .errors
+                .push(format!("{}: the marketplace did not return it", listing_key(&row.item_id, row.sku())));
+            continue;
+        };
+        let last = row.state.last_pushed.unwrap_or(0);
+        let sold = match row.last_pushed_at {
+            Some(at) => store.sold_units_since(store_id, &row.item_id, &row.sku_id, at).await?,
+            None => 0,
+        };
+        let (expected, state) = match row.state.allowance {
+            Some(allowance) if !plan.input.shared_pool => {
+                let left = allowance - sold;
+                let expected = show(left, &plan.input.allocation);
+                (
+                    expected,
+                    ListingState {
+                        allowance: Some(left),
+                        last_pushed: Some(expected),
+                        pending: None,
+                        ..row.state
+                    },
+                )
+            }
+            _ => {
+                let expected = (last - sold).max(0);
+                (expected, ListingState { last_pushed: Some(expected), pending: None, ..row.state })
+            }
+        };
+        if expected != now_live {
+            report.differing.push(Discrepancy {
+                store: store_id.to_string(),
+                listing: listing_key(&row.item_id, row.sku()),
+                target: plan.input.target.target.clone(),
+                expected,
+                last_pushed: row.state.last_pushed,
+                live: now_live,
+                fixed: false,
+            });
+            if fix {
+                fixes.push((
+                    report.differing.len() - 1,
+                    StockUpdate { listing: reference, quantity: expected },
+                    state,
+                ));
+            }
+        }
+    }
+    if !fixes.is_empty() {
+        let batch: Vec<StockUpdate> = fixes.iter().map(|(_, update, _)| update.clone()).collect();
+        let results = market.push_stock(&batch).await?;
+        for ((index, update, state), result) in fixes.iter().zip(results) {
+            match result.outcome {
+                Ok(now) => {
+                    let sku = update.listing.sku_id.clone().unwrap_or_default();
+                    store
+                        .save_listing_state(store_id, &update.listing.item_id, &sku, state, true, Some(now))
+                        .await?;
+                    report.differing[*index].fixed = true;
+                    report.fixed += 1;
+                }
+                Err(error) => report.errors.push(format!("{}: {error}", report.differing[*index].listing)),
+            }
+        }
+    }
+    Ok(report)
+}
