@@ -7,6 +7,16 @@
 //! `taobao.trade.wtvertical.get`, `taobao.refunds.receive.get`, `taobao.item.seller.get`,
 //! `taobao.items.onsale.get`, `taobao.item.quantity.update`, `taobao.skus.quantity.update`,
 //! `taobao.logistics.offline.send`, `taobao.logistics.companies.get`, `taobao.user.seller.get`.
+//!
+//! Stock model (付款减库存, as the JOS simulator): a trade is created at `Place` without
+//! touching stock; at `Pay` every line's units are taken from its SKU. A payment for which any
+//! SKU shows too few units fails as a whole: the trade closes as `TRADE_CLOSED_BY_TAOBAO` at
+//! that time, never reaches `WAIT_SELLER_SEND_GOODS`, and is listed by
+//! [`TopSandbox::sold_out_orders`]. A refund before shipment gives the units back; a cancel
+//! before payment never took any. A seller's absolute write (`type=1`) simply sets the
+//! quantity later buyers draw from, with no reservation of units already sold. Buyer changes
+//! are recorded apart from API writes: [`TopSandbox::buyer_stock_changes`] versus
+//! [`TopSandbox::stock_writes`].
 
 mod gateway;
 mod logistics;
@@ -124,6 +134,20 @@ pub struct StockWrite {
     pub at: DateTime<Utc>,
 }
 
+/// Units a buyer took from a SKU by paying (negative `delta`) or gave back by a refund before
+/// shipment (positive), so tests can tell buyers' changes from the seller's writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuyerStockChange {
+    pub scenario_order: u64,
+    pub tid: i64,
+    pub num_iid: i64,
+    pub sku_id: i64,
+    pub delta: i64,
+    /// The SKU's quantity right after the change.
+    pub quantity: i64,
+    pub at: DateTime<Utc>,
+}
+
 struct Inner {
     config: TopConfig,
     clock: SimClock,
@@ -176,14 +200,23 @@ impl TopSandbox {
         self.lock().apply_due(&self.inner.config, self.inner.clock.now());
     }
 
-    /// Listing `n`'s ids and live quantity (0 outside the catalogue).
-    pub fn listing(&self, n: usize) -> TopListing {
-        self.lock().listing(&self.inner.config, n)
+    /// The state with every event due by the clock's now applied, so reads and behind-the-back
+    /// writes see (and come after) the purchases that already happened.
+    fn current(&self) -> MutexGuard<'_, store::State> {
+        let mut state = self.lock();
+        state.apply_due(&self.inner.config, self.inner.clock.now());
+        state
     }
 
-    /// A SKU's live quantity, or with `None` the item's (the sum of its SKUs).
+    /// Listing `n`'s ids and live quantity (0 outside the catalogue), after due events.
+    pub fn listing(&self, n: usize) -> TopListing {
+        self.current().listing(&self.inner.config, n)
+    }
+
+    /// A SKU's live quantity, or with `None` the item's (the sum of its SKUs), after due
+    /// events.
     pub fn quantity(&self, num_iid: i64, sku_id: Option<i64>) -> Option<i64> {
-        let state = self.lock();
+        let state = self.current();
         match sku_id {
             Some(sku_id) => state.skus.get(&sku_id).filter(|s| s.num_iid == num_iid).map(|s| s.quantity),
             None => state.item_quantity(num_iid),
@@ -194,7 +227,7 @@ impl TopSandbox {
     /// with `None`, every SKU of the item gets `quantity`.
     pub fn set_quantity(&self, num_iid: i64, sku_id: Option<i64>, quantity: i64) {
         let now = self.inner.clock.now();
-        let mut state = self.lock();
+        let mut state = self.current();
         for sku in
             state.skus.values_mut().filter(|s| s.num_iid == num_iid && sku_id.is_none_or(|id| id == s.sku_id))
         {
@@ -205,24 +238,40 @@ impl TopSandbox {
 
     /// Every trade as of the clock's now (due events are applied first).
     pub fn trades(&self) -> Vec<TradeView> {
-        let mut state = self.lock();
-        state.apply_due(&self.inner.config, self.inner.clock.now());
-        state.trade_views()
+        self.current().trade_views()
     }
 
     /// The tid of a scenario order placed by the clock's now.
     pub fn tid_of(&self, scenario_order: u64) -> Option<i64> {
-        let mut state = self.lock();
-        state.apply_due(&self.inner.config, self.inner.clock.now());
-        state.by_order.get(&scenario_order).copied()
+        self.current().by_order.get(&scenario_order).copied()
     }
 
     pub fn shipments(&self) -> Vec<ShipmentRecord> {
         self.lock().shipments.clone()
     }
 
+    /// Quantities written through the stock APIs, in order; buyers' purchases and refunds
+    /// are not here (see [`TopSandbox::buyer_stock_changes`]).
     pub fn stock_writes(&self) -> Vec<StockWrite> {
         self.lock().stock_writes.clone()
+    }
+
+    /// Every unit buyers took by paying or got back by a refund, in order, as of the clock's
+    /// now.
+    pub fn buyer_stock_changes(&self) -> Vec<BuyerStockChange> {
+        self.current().buyer_stock_changes.clone()
+    }
+
+    /// Scenario orders whose payment failed because a SKU had too few units, as of the clock's
+    /// now; their trades closed as `TRADE_CLOSED_BY_TAOBAO`.
+    pub fn sold_out_orders(&self) -> Vec<u64> {
+        self.current().sold_out.clone()
+    }
+
+    /// Units of a SKU in paid trades not refunded (shipped or not), as of the clock's now:
+    /// what buyers actually bought, for counting oversell against what was on offer.
+    pub fn sold_units(&self, num_iid: i64, sku_id: i64) -> i64 {
+        self.current().sold_units(num_iid, sku_id)
     }
 
     /// Calls past the signature and session checks per method, and every error reply as

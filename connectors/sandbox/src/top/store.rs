@@ -1,11 +1,12 @@
 //! The TOP sandbox's state: catalogue and live SKU quantities, trades with their sub-orders,
-//! refunds, shipments, stock writes and call counters; and how buyer events change trades.
+//! refunds, shipments, stock writes and call counters; and how buyer events change trades and
+//! the stock they draw on (taken at payment, given back by a refund before shipment).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use super::{OrderView, ShipmentRecord, StockWrite, TopConfig, TopListing, TradeView};
+use super::{BuyerStockChange, OrderView, ShipmentRecord, StockWrite, TopConfig, TopListing, TradeView};
 use crate::scenario::{BuyerEvent, EventKind};
 
 pub const WAIT_BUYER_PAY: &str = "WAIT_BUYER_PAY";
@@ -197,6 +198,10 @@ pub struct State {
     /// Waybill number -> the trade it shipped.
     pub waybills: HashMap<String, i64>,
     pub stock_writes: Vec<StockWrite>,
+    /// Units buyers took (payments) and gave back (refunds), apart from the seller's writes.
+    pub buyer_stock_changes: Vec<BuyerStockChange>,
+    /// Scenario orders whose payment failed for want of stock, in the order it happened.
+    pub sold_out: Vec<u64>,
     pub calls: BTreeMap<String, u64>,
     /// Method -> end of its flow-control ban.
     pub bans: HashMap<String, DateTime<Utc>>,
@@ -271,14 +276,22 @@ impl State {
         };
         let at = event.at;
         let changed = match event.kind {
+            // Stock is taken at payment (付款减库存): a buyer can only pay for units the
+            // listing still shows, so a sold-out SKU fails the payment and the platform closes
+            // the trade unpaid.
             EventKind::Pay if trade.status == WAIT_BUYER_PAY => {
-                let next = if trade.trade_type == TYPE_PRE_AUTH {
-                    WAIT_PRE_AUTH_CONFIRM
+                if take_stock(&mut self.skus, &mut self.buyer_stock_changes, trade, at) {
+                    let next = if trade.trade_type == TYPE_PRE_AUTH {
+                        WAIT_PRE_AUTH_CONFIRM
+                    } else {
+                        WAIT_SELLER_SEND_GOODS
+                    };
+                    trade.set_status(next);
+                    trade.pay_time = Some(at);
                 } else {
-                    WAIT_SELLER_SEND_GOODS
-                };
-                trade.set_status(next);
-                trade.pay_time = Some(at);
+                    self.sold_out.push(trade.scenario_order);
+                    close_unpaid(trade, at);
+                }
                 true
             }
             EventKind::Hold if trade.status == WAIT_SELLER_SEND_GOODS => {
@@ -290,11 +303,7 @@ impl State {
                 true
             }
             EventKind::Cancel if trade.status == WAIT_BUYER_PAY => {
-                trade.set_status(TRADE_CLOSED_BY_TAOBAO);
-                trade.end_time = Some(at);
-                for order in &mut trade.orders {
-                    order.end_time = Some(at);
-                }
+                close_unpaid(trade, at);
                 true
             }
             EventKind::RequestRefund
@@ -325,6 +334,7 @@ impl State {
                 true
             }
             EventKind::Refund if trade.paid_unshipped() => {
+                give_back_stock(&mut self.skus, &mut self.buyer_stock_changes, trade, at);
                 trade.set_status(TRADE_CLOSED);
                 trade.end_time = Some(at);
                 for (index, order) in trade.orders.iter_mut().enumerate() {
@@ -424,6 +434,17 @@ impl State {
         }
     }
 
+    /// Units of one SKU in trades that were paid and not refunded (shipped ones included).
+    pub fn sold_units(&self, num_iid: i64, sku_id: i64) -> i64 {
+        self.trades
+            .values()
+            .filter(|t| t.pay_time.is_some())
+            .flat_map(|t| &t.orders)
+            .filter(|o| o.num_iid == num_iid && o.sku_id == sku_id && o.refund_status != REFUND_SUCCESS)
+            .map(|o| o.num)
+            .sum()
+    }
+
     pub fn item_quantity(&self, num_iid: i64) -> Option<i64> {
         let item = self.items.get(&num_iid)?;
         Some(item.skus.iter().filter_map(|id| self.skus.get(id)).map(|s| s.quantity).sum())
@@ -466,6 +487,73 @@ impl State {
                     .collect(),
             })
             .collect()
+    }
+}
+
+/// Closes a trade that was never paid (buyer cancel, payment timeout or a failed payment).
+fn close_unpaid(trade: &mut Trade, at: DateTime<Utc>) {
+    trade.set_status(TRADE_CLOSED_BY_TAOBAO);
+    trade.end_time = Some(at);
+    for order in &mut trade.orders {
+        order.end_time = Some(at);
+    }
+}
+
+/// Takes every line's units from its SKU, or nothing at all when any SKU lacks them (the
+/// payment is all or nothing). Lines are summed per SKU first, so two lines of one SKU
+/// cannot each pass on the same units.
+fn take_stock(
+    skus: &mut BTreeMap<i64, Sku>,
+    changes: &mut Vec<BuyerStockChange>,
+    trade: &Trade,
+    at: DateTime<Utc>,
+) -> bool {
+    let mut wanted: BTreeMap<i64, i64> = BTreeMap::new();
+    for order in &trade.orders {
+        *wanted.entry(order.sku_id).or_default() += order.num;
+    }
+    let enough = wanted.iter().all(|(sku_id, units)| skus.get(sku_id).is_some_and(|s| s.quantity >= *units));
+    if enough {
+        for order in &trade.orders {
+            move_units(skus, changes, trade, order, -order.num, at);
+        }
+    }
+    enough
+}
+
+/// Puts back the units of the sub-orders not shipped yet.
+fn give_back_stock(
+    skus: &mut BTreeMap<i64, Sku>,
+    changes: &mut Vec<BuyerStockChange>,
+    trade: &Trade,
+    at: DateTime<Utc>,
+) {
+    for order in trade.orders.iter().filter(|o| o.consign_time.is_none()) {
+        move_units(skus, changes, trade, order, order.num, at);
+    }
+}
+
+// A buyer's purchase leaves the SKU's and item's `modified` alone: that stamp tracks the
+// seller's edits, and sales moving it would make every item look edited during a sale.
+fn move_units(
+    skus: &mut BTreeMap<i64, Sku>,
+    changes: &mut Vec<BuyerStockChange>,
+    trade: &Trade,
+    order: &Order,
+    delta: i64,
+    at: DateTime<Utc>,
+) {
+    if let Some(sku) = skus.get_mut(&order.sku_id) {
+        sku.quantity = sku.quantity.saturating_add(delta);
+        changes.push(BuyerStockChange {
+            scenario_order: trade.scenario_order,
+            tid: trade.tid,
+            num_iid: sku.num_iid,
+            sku_id: sku.sku_id,
+            delta,
+            quantity: sku.quantity,
+            at,
+        });
     }
 }
 

@@ -648,7 +648,191 @@ async fn scenario_events_apply_as_the_clock_passes() {
     h.clock.set(t0() + TimeDelta::days(1));
     h.sandbox.apply_due();
     assert_eq!(h.sandbox.trades().len(), 40);
-    assert!((0..20).all(|n| h.sandbox.listing(n).quantity == 100), "placing and paying leave stock alone");
+    assert!(h.sandbox.sold_out_orders().is_empty(), "100 units a SKU cover 40 small orders");
+    assert!(h.sandbox.stock_writes().is_empty(), "buyers' purchases are not API writes");
+    let changes = h.sandbox.buyer_stock_changes();
+    let mut sold_total = 0;
+    for n in 0..20 {
+        let listing = h.sandbox.listing(n);
+        let sold = h.sandbox.sold_units(listing.num_iid, listing.sku_id);
+        assert_eq!(listing.quantity, 100 - sold, "listing {n}: paid, unrefunded units leave the shelf");
+        let net: i64 = changes.iter().filter(|c| c.sku_id == listing.sku_id).map(|c| c.delta).sum();
+        assert_eq!(net, -sold, "listing {n}: the change log adds up");
+        sold_total += sold;
+    }
+    let paid_units: i64 = h
+        .sandbox
+        .trades()
+        .iter()
+        .filter(|t| {
+            !matches!(t.status.as_str(), "WAIT_BUYER_PAY" | "TRADE_CLOSED_BY_TAOBAO" | "TRADE_CLOSED")
+        })
+        .flat_map(|t| &t.orders)
+        .map(|o| o.num)
+        .sum();
+    assert!(paid_units > 0);
+    assert_eq!(sold_total, paid_units);
+}
+
+fn status_of(h: &Harness, order: u64) -> (String, DateTime<Utc>) {
+    let trade = h.sandbox.trades().into_iter().find(|t| t.scenario_order == order).unwrap();
+    (trade.status, trade.modified)
+}
+
+#[tokio::test]
+async fn a_sold_out_payment_closes_the_trade_and_is_listed() {
+    let h = harness(TopConfig { initial_quantity: 3, ..TopConfig::default() }).await;
+    h.load(vec![
+        place(1, 0, &[(10, 2)]),
+        event(2, 0, EventKind::Pay),
+        // Needs 2 of listing 10 with 1 left: the whole payment fails, listing 11 included.
+        place(1, 1, &[(11, 1), (10, 2)]),
+        event(3, 1, EventKind::Pay),
+        event(4, 1, EventKind::Hold),
+        event(5, 1, EventKind::Refund),
+        place(1, 2, &[(10, 1)]),
+        event(6, 2, EventKind::Pay),
+        // Two lines of one SKU are counted together: 2 + 2 of listing 12 exceed its 3.
+        place(1, 3, &[(12, 2), (12, 2)]),
+        event(7, 3, EventKind::Pay),
+    ]);
+    h.clock.set(at(10));
+    let l10 = h.sandbox.listing(10);
+    let l11 = h.sandbox.listing(11);
+    let l12 = h.sandbox.listing(12);
+
+    assert_eq!(h.sandbox.sold_out_orders(), [1, 3]);
+    assert_eq!(status_of(&h, 0).0, "WAIT_SELLER_SEND_GOODS");
+    assert_eq!(status_of(&h, 1), ("TRADE_CLOSED_BY_TAOBAO".to_string(), at(3)), "closed when payment failed");
+    assert_eq!(status_of(&h, 2).0, "WAIT_SELLER_SEND_GOODS", "the last unit still sells");
+    assert_eq!(status_of(&h, 3).0, "TRADE_CLOSED_BY_TAOBAO");
+    let closed = h.sandbox.trades().into_iter().find(|t| t.scenario_order == 1).unwrap();
+    assert!(
+        closed.orders.iter().all(|o| o.status == "TRADE_CLOSED_BY_TAOBAO" && o.refund_status == "NO_REFUND")
+    );
+
+    assert_eq!((l10.quantity, l11.quantity, l12.quantity), (0, 3, 3), "a failed payment takes nothing");
+    assert_eq!(h.sandbox.sold_units(l10.num_iid, l10.sku_id), 3);
+    assert_eq!(h.sandbox.sold_units(l11.num_iid, l11.sku_id), 0);
+    let deltas: Vec<(u64, i64, i64)> =
+        h.sandbox.buyer_stock_changes().iter().map(|c| (c.scenario_order, c.delta, c.quantity)).collect();
+    assert_eq!(deltas, [(0, -2, 1), (2, -1, 0)]);
+    assert!(h.sandbox.stock_writes().is_empty());
+
+    // A client sees the closed trade, never paid, and the emptied SKU.
+    let tid = h.sandbox.tid_of(1).unwrap().to_string();
+    let full = h
+        .call("taobao.trade.fullinfo.get", &[("tid", &tid), ("fields", "tid,status,pay_time,end_time")])
+        .await;
+    let trade = &full["trade_fullinfo_get_response"]["trade"];
+    assert_eq!(trade["status"], "TRADE_CLOSED_BY_TAOBAO", "{full}");
+    assert!(trade.get("pay_time").is_none(), "{full}");
+    assert_eq!(trade["end_time"], fmt_time(at(3)));
+    let num_iid = l10.num_iid.to_string();
+    let item = h
+        .call(
+            "taobao.item.seller.get",
+            &[("num_iid", &num_iid), ("fields", "num_iid,sku"), ("simplify", "true")],
+        )
+        .await;
+    let skus = item["item"]["skus"].as_array().unwrap();
+    assert!(skus.iter().any(|s| s["sku_id"].as_i64() == Some(l10.sku_id) && s["quantity"] == 0), "{item}");
+}
+
+#[tokio::test]
+async fn a_refund_before_shipment_gives_the_units_back() {
+    let h = harness(TopConfig { initial_quantity: 5, ..TopConfig::default() }).await;
+    h.load(vec![
+        place(1, 0, &[(10, 3)]),
+        event(1, 0, EventKind::Pay),
+        event(2, 0, EventKind::RequestRefund),
+        event(3, 0, EventKind::Refund),
+        // Never paid, so never took any.
+        place(1, 1, &[(10, 4)]),
+        event(4, 1, EventKind::Cancel),
+        // Only buyable because the refund put the units back.
+        place(5, 2, &[(10, 5)]),
+        event(6, 2, EventKind::Pay),
+    ]);
+    let l10 = h.sandbox.listing(10);
+    h.clock.set(at(2));
+    assert_eq!(h.sandbox.listing(10).quantity, 2);
+    assert_eq!(h.sandbox.sold_units(l10.num_iid, l10.sku_id), 3);
+
+    h.clock.set(at(4));
+    assert_eq!(h.sandbox.listing(10).quantity, 5, "the refund restored the units; the cancel took none");
+    assert_eq!(h.sandbox.sold_units(l10.num_iid, l10.sku_id), 0, "refunded units are not sold");
+
+    h.clock.set(at(6));
+    assert_eq!(status_of(&h, 2).0, "WAIT_SELLER_SEND_GOODS");
+    assert!(h.sandbox.sold_out_orders().is_empty());
+    assert_eq!(h.sandbox.listing(10).quantity, 0);
+    let changes = h.sandbox.buyer_stock_changes();
+    let deltas: Vec<(u64, i64, DateTime<Utc>)> =
+        changes.iter().map(|c| (c.scenario_order, c.delta, c.at)).collect();
+    assert_eq!(deltas, [(0, -3, at(1)), (0, 3, at(3)), (2, -5, at(6))]);
+    assert!(changes.iter().all(|c| c.num_iid == l10.num_iid && c.sku_id == l10.sku_id));
+    assert!(h.sandbox.stock_writes().is_empty());
+
+    // Once shipped, a refund event no longer fits: the units stay sold.
+    let tid = h.sandbox.tid_of(2).unwrap().to_string();
+    let shipped =
+        h.call(SEND, &[("tid", &tid), ("out_sid", "75312345678901"), ("company_code", "ZTO")]).await;
+    assert!(shipped.get("error_response").is_none(), "{shipped}");
+    h.load(vec![event(7, 2, EventKind::Refund)]);
+    h.clock.set(at(8));
+    assert_eq!(status_of(&h, 2).0, "WAIT_BUYER_CONFIRM_GOODS");
+    assert_eq!(h.sandbox.sold_units(l10.num_iid, l10.sku_id), 5);
+    assert_eq!(h.sandbox.listing(10).quantity, 0);
+}
+
+#[tokio::test]
+async fn a_push_between_payments_sets_what_later_buyers_can_take() {
+    let h = harness(TopConfig { initial_quantity: 10, ..TopConfig::default() }).await;
+    h.load(vec![
+        place(1, 0, &[(10, 4)]),
+        event(1, 0, EventKind::Pay),
+        place(3, 1, &[(10, 3)]),
+        event(3, 1, EventKind::Pay),
+        place(4, 2, &[(10, 2)]),
+        event(4, 2, EventKind::Pay),
+        place(6, 3, &[(10, 5)]),
+        event(6, 3, EventKind::Pay),
+    ]);
+    let l10 = h.sandbox.listing(10);
+    let (num_iid, sku_id) = (l10.num_iid.to_string(), l10.sku_id.to_string());
+    let push = |quantity: &'static str, kind: &'static str| {
+        let (num_iid, sku_id) = (num_iid.clone(), sku_id.clone());
+        let h = &h;
+        async move {
+            h.call(
+                "taobao.item.quantity.update",
+                &[("num_iid", &num_iid), ("sku_id", &sku_id), ("quantity", quantity), ("type", kind)],
+            )
+            .await
+        }
+    };
+
+    h.clock.set(at(2));
+    assert_eq!(h.sandbox.listing(10).quantity, 6);
+    // An absolute push sets the shelf as is: the 4 units already sold are not held back.
+    assert!(push("2", "1").await.get("error_response").is_none());
+    h.clock.set(at(5));
+    assert_eq!(h.sandbox.sold_out_orders(), [1], "3 units wanted, 2 on offer");
+    assert_eq!(status_of(&h, 2).0, "WAIT_SELLER_SEND_GOODS", "2 units fit exactly");
+    assert_eq!(h.sandbox.listing(10).quantity, 0);
+
+    assert!(push("5", "2").await.get("error_response").is_none());
+    h.clock.set(at(7));
+    assert_eq!(status_of(&h, 3).0, "WAIT_SELLER_SEND_GOODS");
+    assert_eq!(h.sandbox.listing(10).quantity, 0);
+    assert_eq!(h.sandbox.sold_units(l10.num_iid, l10.sku_id), 11, "4 + 2 + 5 sold against 10 then 2 then +5");
+
+    let writes: Vec<(i64, DateTime<Utc>)> =
+        h.sandbox.stock_writes().iter().map(|w| (w.quantity, w.at)).collect();
+    assert_eq!(writes, [(2, at(2)), (5, at(5))], "only the seller's pushes are writes");
+    let deltas: Vec<i64> = h.sandbox.buyer_stock_changes().iter().map(|c| c.delta).collect();
+    assert_eq!(deltas, [-4, -2, -5]);
 }
 
 #[tokio::test]
