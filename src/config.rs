@@ -469,7 +469,11 @@ impl Checker<'_> {
     }
 
     fn config(&mut self, root: &Table) -> Option<Config> {
-        self.unknown_keys(root, &["database", "sync", "daemon", "admin", "schedules", "catalog", "operator", "stores"], "");
+        self.unknown_keys(
+            root,
+            &["database", "sync", "daemon", "admin", "schedules", "catalog", "operator", "stores"],
+            "",
+        );
         let empty = Table::new();
         let database = self.table(root, "database", "").unwrap_or(&empty);
         self.unknown_keys(database, &["url", "max_connections", "sqlite_synchronous"], "database");
@@ -640,7 +644,8 @@ impl Checker<'_> {
                 continue;
             };
             self.unknown_keys(def, &["kind", "safety_stock"], &path);
-            let kind_name = self.choice(def, "kind", &path, "handset", &["handset", "accessory", "plan", "number_pool"]);
+            let kind_name =
+                self.choice(def, "kind", &path, "handset", &["handset", "accessory", "plan", "number_pool"]);
             let safety = self.int(def, "safety_stock", &path, 0, (0, 1_000_000));
             match (kind_name, safety) {
                 (Some(kind_name), Some(safety_stock)) => {
@@ -649,7 +654,9 @@ impl Checker<'_> {
                         "number_pool" => ComponentKind::NumberPool,
                         _ => ComponentKind::Stock,
                     };
-                    catalog.skus.insert(code.clone(), SkuDef { code: code.clone(), kind_name, kind, safety_stock });
+                    catalog
+                        .skus
+                        .insert(code.clone(), SkuDef { code: code.clone(), kind_name, kind, safety_stock });
                 }
                 _ => ok = false,
             }
@@ -676,7 +683,10 @@ impl Checker<'_> {
                         ok = false;
                     }
                     _ => {
-                        self.problem(&at, &format!("units per bundle must be a whole number >= 1, found {units}"));
+                        self.problem(
+                            &at,
+                            &format!("units per bundle must be a whole number >= 1, found {units}"),
+                        );
                         ok = false;
                     }
                 }
@@ -699,8 +709,10 @@ impl Checker<'_> {
             }
         });
         let sandbox = gateway == Some(Gateway::Sandbox);
-        let key_id = self.string(table, "key_id", "operator", sandbox.then_some(crate::sandbox::OPERATOR_KEY_ID));
-        let secret = self.secret(table, "secret", "operator", sandbox.then_some(crate::sandbox::OPERATOR_SECRET));
+        let key_id =
+            self.string(table, "key_id", "operator", sandbox.then_some(crate::sandbox::OPERATOR_KEY_ID));
+        let secret =
+            self.secret(table, "secret", "operator", sandbox.then_some(crate::sandbox::OPERATOR_SECRET));
         Some(OperatorConfig { gateway: gateway?, key_id: key_id?, secret: secret? })
     }
 
@@ -720,7 +732,10 @@ impl Checker<'_> {
                 Some(v) => match v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) {
                     Some(share) if share > 0.0 && share <= 1.0 => Some(share),
                     _ => {
-                        self.problem(&join(&at, "share"), &format!("{v} is not a fraction above 0 and at most 1"));
+                        self.problem(
+                            &join(&at, "share"),
+                            &format!("{v} is not a fraction above 0 and at most 1"),
+                        );
                         None
                     }
                 },

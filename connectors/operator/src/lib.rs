@@ -4,8 +4,21 @@
 //!
 //! [`OperatorApi`] is what the sync jobs use; [`HttpOperator`] is the real client.
 
+// `ConnectorError` is the contract's error type, returned by value across the workspace.
+#![allow(clippy::result_large_err)]
+
+pub mod client;
+pub mod csv;
+mod sign;
+pub mod transport;
 pub mod types;
 
+#[cfg(test)]
+mod tests;
+
+pub use self::csv::{CsvError, CsvErrors, ShipmentRow, parse_shipments_csv, parse_stock_csv};
+pub use client::{HttpOperator, OperatorConfig};
+pub use transport::{OperatorReply, OperatorRequest, OperatorTransport, ReqwestOperatorTransport};
 pub use types::*;
 
 use async_trait::async_trait;

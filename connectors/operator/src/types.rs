@@ -62,6 +62,10 @@ pub struct FulfilmentRequest {
     pub receiver: Option<Receiver>,
     /// Number, plan and package for contract phones.
     pub contract: Option<ContractInfo>,
+    /// The operator's number pool the contract's phone number comes from, when the order
+    /// is a contract phone and the listing names one (`ContractInfo` has no pool field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_pool: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

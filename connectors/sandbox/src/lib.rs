@@ -14,6 +14,7 @@
 pub mod clock;
 pub mod faults;
 pub mod jos;
+pub mod operator;
 pub mod scenario;
 pub mod server;
 pub mod top;
