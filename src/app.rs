@@ -127,8 +127,28 @@ impl App {
             .store(store_id)
             .ok_or_else(|| AppError::Setup(format!("no store {store_id:?} in the config")))?;
         let rules = self.reservation_rules(store_id).map(|r| (*r).clone()).unwrap_or_default();
+        // Per component: what explicit shares leave of 1, split evenly between every
+        // (store, target) pair that uses the component without an explicit share. A target
+        // takes the smallest such slice over its components, so shares of any component
+        // never sum past 1 across allocated stores.
+        let catalog = &self.config.catalog;
+        let targets: Vec<&String> = catalog.skus.keys().chain(catalog.bundles.keys()).collect();
+        let allocated: Vec<&StoreConfig> = self.config.stores.iter().filter(|s| !s.shared_pool).collect();
+        let mut explicit: BTreeMap<String, f64> = BTreeMap::new();
+        let mut open_pairs: BTreeMap<String, usize> = BTreeMap::new();
+        for other in &allocated {
+            for target in &targets {
+                let Some(resolved) = catalog.resolve(target) else { continue };
+                for (component, _) in resolved.components {
+                    match other.allocation.get(*target) {
+                        Some(allocation) => *explicit.entry(component.key()).or_default() += allocation.share,
+                        None => *open_pairs.entry(component.key()).or_default() += 1,
+                    }
+                }
+            }
+        }
         let mut default_share = BTreeMap::new();
-        for target in self.config.catalog.skus.keys().chain(self.config.catalog.bundles.keys()) {
+        for target in targets {
             if store.allocation.contains_key(target) {
                 continue;
             }
@@ -136,11 +156,17 @@ impl App {
                 default_share.insert(target.clone(), 1.0);
                 continue;
             }
-            let allocated: Vec<_> = self.config.stores.iter().filter(|s| !s.shared_pool).collect();
-            let explicit: f64 =
-                allocated.iter().filter_map(|s| s.allocation.get(target)).map(|a| a.share).sum();
-            let without = allocated.iter().filter(|s| !s.allocation.contains_key(target)).count().max(1);
-            default_share.insert(target.clone(), ((1.0 - explicit).max(0.0)) / without as f64);
+            let Some(resolved) = catalog.resolve(target) else { continue };
+            let share = resolved
+                .components
+                .iter()
+                .map(|(component, _)| {
+                    let key = component.key();
+                    let left = (1.0 - explicit.get(&key).copied().unwrap_or(0.0)).max(0.0);
+                    left / open_pairs.get(&key).copied().unwrap_or(1).max(1) as f64
+                })
+                .fold(1.0_f64, f64::min);
+            default_share.insert(target.clone(), share);
         }
         Ok(StockPolicy {
             rules,
@@ -210,14 +236,16 @@ pub async fn open_store(config: &Config) -> Result<Store, AppError> {
 fn make_transport(config: &Config, record: Option<&Path>) -> Result<Arc<dyn Transport>, AppError> {
     let http = ReqwestTransport::new(config.sync.request_timeout)
         .map_err(|e| AppError::Setup(format!("http client: {e}")))?;
-    Ok(match record {
+    let inner: Arc<dyn Transport> = match record {
         None => Arc::new(http),
         Some(dir) => {
             let recorder = Recorder::new(dir)
                 .map_err(|e| AppError::Setup(format!("recording folder {}: {e}", dir.display())))?;
             Arc::new(Recording::new(http, recorder))
         }
-    })
+    };
+    // Counts calls and throttles per platform and api for /metrics.
+    Ok(Arc::new(crate::metrics::MeteredTransport::new(inner)))
 }
 
 fn gateway_url(store: &StoreConfig, sandbox: Option<&EmbeddedSandbox>) -> Result<String, AppError> {

@@ -18,7 +18,7 @@ use chrono::{TimeDelta, Utc};
 use flagsync_sandbox::clock::SimClock;
 use flagsync_sandbox::faults::FaultPlan;
 use flagsync_sandbox::jos::{JosConfig, JosSandbox};
-use flagsync_sandbox::operator::{OperatorSim, OperatorSimConfig};
+use flagsync_sandbox::operator::{OperatorSim, OperatorSimConfig, SimResource};
 use flagsync_sandbox::scenario::{ScenarioConfig, generate};
 use flagsync_sandbox::server::{RunningServer, serve};
 use flagsync_sandbox::top::{TopConfig, TopSandbox};
@@ -104,6 +104,15 @@ impl EmbeddedSandbox {
         };
         sandbox.top.load_scenario(generate(&scenario(seed)));
         sandbox.jos.load_scenario(generate(&scenario(seed + 1)));
+        // The operator holds the demo catalogue of config/sandbox.toml: handsets SKU-00004
+        // to SKU-00019 (the marketplaces' merchant codes), and the plan and number pool
+        // behind the contract phones SKU-00000 to SKU-00003.
+        for n in 4..18 {
+            let warehouse = if n % 2 == 0 { "WH-HZ" } else { "WH-SH" };
+            sandbox.operator.set_on_hand(&format!("SKU-{n:05}"), warehouse, 300 + 10 * n as i64);
+        }
+        sandbox.operator.set_resource(SimResource::PlanQuota, "PLAN-5G-129", 500);
+        sandbox.operator.set_resource(SimResource::NumberPool, "POOL-HZ-01", 200);
         Ok(sandbox)
     }
 

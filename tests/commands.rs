@@ -56,6 +56,8 @@ fn the_example_config_only_lacks_its_secrets() {
         .env("FLAGSYNC_TMALL_APP_SECRET", "x")
         .env("FLAGSYNC_JD_APP_SECRET", "y")
         .env("FLAGSYNC_JD_ACCESS_TOKEN", "z")
+        .env("FLAGSYNC_OPERATOR_SECRET", "o")
+        .env("FLAGSYNC_ADMIN_TOKEN", "t")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -94,4 +96,40 @@ fn the_readme_first_command_pulls_both_sandbox_stores() {
         flagsync().args(["--config", path.to_str().unwrap(), "quarantine", "list"]).output().unwrap();
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("quarantine is empty"));
+}
+
+#[test]
+fn a_bad_stock_csv_names_line_and_column_and_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/sandbox.toml")).unwrap();
+    let config = config.replace("sqlite://data/sandbox.db", &format!("sqlite://{}", dir.path().join("s.db").display()));
+    let path = dir.path().join("sandbox.toml");
+    std::fs::write(&path, config).unwrap();
+    let good = dir.path().join("good.csv");
+    std::fs::write(&good, "sku,warehouse,on_hand\nSKU-00004,WH-HZ,120\nSKU-00005,WH-SH,80\n").unwrap();
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "sku,warehouse,on_hand\nSKU-00004,WH-HZ,999\nSKU-00006,,5\nSKU-00007,WH-HZ,-3\n").unwrap();
+    let config = path.to_str().unwrap();
+
+    let output = flagsync().args(["--config", config, "inventory", "import", good.to_str().unwrap()]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("2 level(s) applied"));
+
+    let output = flagsync().args(["--config", config, "inventory", "import", bad.to_str().unwrap()]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("line 3") && stderr.contains("warehouse"), "{stderr}");
+    assert!(stderr.contains("line 4") && stderr.contains("on_hand"), "{stderr}");
+    assert!(stderr.contains("nothing applied"), "{stderr}");
+
+    // The good file's 120 stands: the bad file's valid first row was not applied either.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let loaded = flagsync::config::load(&path).unwrap();
+    let levels = runtime.block_on(async {
+        let store = flagsync::app::open_store(&loaded).await.unwrap();
+        store.component_levels(&loaded.catalog).await.unwrap()
+    });
+    let level = |code: &str| levels.iter().find(|(c, _)| c.code == code).map(|(_, l)| l.on_hand);
+    assert_eq!(level("SKU-00004"), Some(120));
+    assert_eq!(level("SKU-00006"), Some(0));
 }
