@@ -192,6 +192,7 @@ impl App {
             overlap: sync.overlap,
             initial_lookback: sync.initial_lookback,
             reservations: self.reservation_rules(store_id),
+            fence: None,
         }
     }
 

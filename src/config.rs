@@ -148,6 +148,26 @@ impl Default for AdminConfig {
     }
 }
 
+/// One operator carrier's codes on each platform (`[carriers.<operator carrier name>]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CarrierCodes {
+    /// Taobao `company_code` (`SF`, `YTO`, ... from `taobao.logistics.companies.get`).
+    pub taobao: Option<String>,
+    /// JD numeric `logiCoprId` (`467` for SF, from `jingdong.delivery.logistics.get`).
+    pub jd: Option<String>,
+}
+
+impl CarrierCodes {
+    /// The code for a platform (`taobao` or `jd`).
+    pub fn for_platform(&self, platform: &str) -> Option<&str> {
+        match platform {
+            "taobao" => self.taobao.as_deref(),
+            "jd" => self.jd.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database: DatabaseConfig,
@@ -161,6 +181,8 @@ pub struct Config {
     pub operator: Option<OperatorConfig>,
     /// Sorted by id.
     pub stores: Vec<StoreConfig>,
+    /// Operator carrier name -> platform carrier codes, for shipment pushes.
+    pub carriers: BTreeMap<String, CarrierCodes>,
 }
 
 impl Config {
@@ -175,6 +197,12 @@ impl Config {
             .or_else(|| self.daemon.schedules.get(&job))
             .map(String::as_str)
             .unwrap_or(job.default_schedule())
+    }
+
+    /// A carrier's code on a platform: the operator's name as configured, else matched
+    /// case-insensitively.
+    pub fn carrier_code(&self, carrier: &str, platform: &str) -> Option<&str> {
+        crate::sync::shipments::carrier_code(&self.carriers, carrier, platform)
     }
 }
 
@@ -471,7 +499,17 @@ impl Checker<'_> {
     fn config(&mut self, root: &Table) -> Option<Config> {
         self.unknown_keys(
             root,
-            &["database", "sync", "daemon", "admin", "schedules", "catalog", "operator", "stores"],
+            &[
+                "database",
+                "sync",
+                "daemon",
+                "admin",
+                "schedules",
+                "catalog",
+                "operator",
+                "stores",
+                "carriers",
+            ],
             "",
         );
         let empty = Table::new();
@@ -563,6 +601,10 @@ impl Checker<'_> {
             }
         }
         stores.sort_by(|a, b| a.id.cmp(&b.id));
+        let carriers = match self.table(root, "carriers", "") {
+            Some(table) => self.carriers(table),
+            None => Some(BTreeMap::new()),
+        };
         if let Some(catalog) = &catalog {
             self.check_allocations(catalog, &stores);
         }
@@ -590,6 +632,7 @@ impl Checker<'_> {
             catalog: catalog?,
             operator: operator?,
             stores,
+            carriers: carriers?,
         })
     }
 
@@ -694,6 +737,64 @@ impl Checker<'_> {
             catalog.bundles.insert(code.clone(), components);
         }
         ok.then_some(catalog)
+    }
+
+    /// `[carriers.<operator carrier name>] taobao = "SF", jd = "467"`: Taobao codes are
+    /// letters and digits, JD ids whole numbers (a string or an integer).
+    fn carriers(&mut self, table: &Table) -> Option<BTreeMap<String, CarrierCodes>> {
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (name, value) in table {
+            let path = join("carriers", name);
+            let Some(codes) = value.as_table() else {
+                self.problem(&path, "expected a table like { taobao = \"SF\", jd = \"467\" }");
+                ok = false;
+                continue;
+            };
+            self.unknown_keys(codes, &["taobao", "jd"], &path);
+            if codes.is_empty() {
+                self.problem(&path, "give at least one of taobao = \"CODE\" or jd = \"ID\"");
+                ok = false;
+                continue;
+            }
+            let taobao = match codes.get("taobao") {
+                None => None,
+                Some(Value::String(code))
+                    if !code.trim().is_empty() && code.trim().bytes().all(|b| b.is_ascii_alphanumeric()) =>
+                {
+                    Some(code.trim().to_string())
+                }
+                Some(other) => {
+                    self.problem(
+                        &join(&path, "taobao"),
+                        &format!("expected a taobao company code such as \"SF\", found {other}"),
+                    );
+                    ok = false;
+                    None
+                }
+            };
+            let jd = match codes.get("jd") {
+                None => None,
+                Some(Value::Integer(id)) if *id > 0 => Some(id.to_string()),
+                Some(Value::String(id))
+                    if !id.trim().is_empty() && id.trim().bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    Some(id.trim().to_string())
+                }
+                Some(other) => {
+                    self.problem(
+                        &join(&path, "jd"),
+                        &format!(
+                            "expected a numeric jd carrier id (logiCoprId) such as \"467\", found {other}"
+                        ),
+                    );
+                    ok = false;
+                    None
+                }
+            };
+            out.insert(name.clone(), CarrierCodes { taobao, jd });
+        }
+        ok.then_some(out)
     }
 
     fn operator(&mut self, table: &Table) -> Option<OperatorConfig> {

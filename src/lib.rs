@@ -3,11 +3,14 @@
 //!
 //! The binary in `main.rs` is thin: it parses the command line and calls into this library.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod inventory;
 pub mod jobs;
+pub mod metrics;
 pub mod registry;
 pub mod runner;
 pub mod sandbox;

@@ -20,6 +20,18 @@ fn param_time(params: &Value, key: &str) -> Result<Option<DateTime<Utc>>, JobErr
     }
 }
 
+/// Outbox rows one fulfilment or shipments run drains (`params.limit`, default 10,000).
+fn outbox_limit(params: &Value) -> Result<usize, JobError> {
+    match params.get("limit") {
+        None | Some(Value::Null) => Ok(10_000),
+        Some(value) => {
+            value.as_u64().filter(|n| *n > 0).and_then(|n| usize::try_from(n).ok()).ok_or_else(|| {
+                JobError::Invalid(format!("params.limit: expected a whole number > 0, found {value}"))
+            })
+        }
+    }
+}
+
 /// The order pull a request's params ask for.
 pub fn order_pull(params: &Value) -> Result<OrderPull, JobError> {
     if let Some(order) = params.get("order").filter(|v| !v.is_null()) {
@@ -44,16 +56,14 @@ impl App {
             JobKind::Orders => {
                 let market = self.market(store_id).map_err(|e| JobError::Invalid(e.to_string()))?;
                 let pull = order_pull(&request.params)?;
-                let report = sync_orders(
-                    &self.store,
-                    store_id,
-                    market.as_ref(),
-                    self.clock.as_ref(),
-                    &self.order_sync_options_for(store_id),
-                    &pull,
-                )
-                .await
-                .map_err(|e| JobError::Failed(e.to_string()))?;
+                let mut options = self.order_sync_options_for(store_id);
+                options.fence = request.fence.clone();
+                let report = sync_orders(&self.store, store_id, market.as_ref(), self.clock.as_ref(), &options, &pull)
+                    .await
+                    .map_err(|e| match e {
+                        crate::sync::SyncError::Store(crate::store::StoreError::FenceLost(what)) => JobError::LeaseLost(what),
+                        other => JobError::Failed(other.to_string()),
+                    })?;
                 serde_json::to_value(report).map_err(|e| JobError::Failed(e.to_string()))
             }
             JobKind::Inventory => {
@@ -94,7 +104,27 @@ impl App {
                 .map_err(|e| JobError::Failed(e.to_string()))?;
                 serde_json::to_value(report).map_err(|e| JobError::Failed(e.to_string()))
             }
-            other => Err(JobError::Invalid(format!("job {other} is not available yet"))),
+            JobKind::Fulfilment => {
+                let rules = self.reservation_rules(store_id);
+                let ctx = self
+                    .outbox_context(store_id, rules.as_deref())
+                    .map_err(|e| JobError::Invalid(e.to_string()))?;
+                let limit = outbox_limit(&request.params)?;
+                let report = crate::sync::fulfilment::sync_fulfilment(&ctx, limit)
+                    .await
+                    .map_err(|e| JobError::Failed(e.to_string()))?;
+                serde_json::to_value(report).map_err(|e| JobError::Failed(e.to_string()))
+            }
+            JobKind::Shipments => {
+                let ctx =
+                    self.outbox_context(store_id, None).map_err(|e| JobError::Invalid(e.to_string()))?;
+                let limit = outbox_limit(&request.params)?;
+                let pull = request.params.get("pull").and_then(Value::as_bool).unwrap_or(true);
+                let report = crate::sync::shipments::sync_shipments(&ctx, &self.store_ids(), pull, limit)
+                    .await
+                    .map_err(|e| JobError::Failed(e.to_string()))?;
+                serde_json::to_value(report).map_err(|e| JobError::Failed(e.to_string()))
+            }
         }
     }
 

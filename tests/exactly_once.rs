@@ -100,6 +100,7 @@ pub fn test_config(stores: Vec<StoreConfig>) -> Config {
         catalog: Default::default(),
         operator: None,
         stores,
+        carriers: Default::default(),
     }
 }
 

@@ -8,6 +8,8 @@ mod architecture;
 mod commands;
 mod config_check;
 mod contract;
+mod daemon;
 mod exactly_once;
+mod fulfilment;
 mod inventory;
 mod store_suite;

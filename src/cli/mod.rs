@@ -1,5 +1,10 @@
 //! Command-line commands. Each returns an exit code; errors carry context for the operator.
 
+pub mod daemon;
+mod fulfilment;
+mod demo;
+mod inventory;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -60,6 +65,35 @@ pub enum Command {
     },
     /// Run the built-in marketplace sandbox (TOP at /router/rest, JOS at /routerjson).
     Sandbox(SandboxArgs),
+    /// Run the daemon: scheduled jobs under database leases, the admin API, systemd notify.
+    Run,
+    /// Each store's jobs: last run, lag, errors, outbox, dead letters; pause and resume.
+    Status(daemon::StatusArgs),
+    /// A flash sale on a Tmall and a JD store, against the built-in sandboxes, in about a
+    /// minute: starts everything, runs the daemon, prints a report.
+    Demo(demo::DemoArgs),
+    /// Inspect the stock planner.
+    Stock {
+        #[command(subcommand)]
+        command: inventory::StockCommand,
+    },
+    /// Compare every pushed listing's live quantity with what flagsync expects.
+    Reconcile(inventory::ReconcileArgs),
+    /// The operator's inventory.
+    Inventory {
+        #[command(subcommand)]
+        command: inventory::InventoryCommand,
+    },
+    /// Effects given up on (fulfilment requests, withdrawals, shipment pushes): list, retry, drop.
+    Deadletters {
+        #[command(subcommand)]
+        command: fulfilment::DeadLetterCommand,
+    },
+    /// Operator shipments by hand: import a CSV export.
+    Shipments {
+        #[command(subcommand)]
+        command: fulfilment::ShipmentsCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +112,40 @@ pub struct RecordArg {
 
 #[derive(Debug, Subcommand)]
 pub enum SyncCommand {
+    /// Send paid orders to the operator's fulfilment and withdraw closed ones (drain the outbox).
+    Fulfilment {
+        /// The store id; every unpaused store when left out.
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pull operator shipment notices and push a store's shipments to its marketplace.
+    Shipments {
+        /// The store id; every unpaused store when left out.
+        #[arg(long)]
+        store: Option<String>,
+        /// Push what is queued without asking the operator for new notices.
+        #[arg(long)]
+        no_pull: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pull the operator's stock levels and resources (changes since the last pull).
+    Inventory {
+        /// Ask for a full snapshot instead of changes.
+        #[arg(long)]
+        full: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Plan every listing of a store (every unpaused store when left out) and push what changed.
+    Stock {
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Pull orders: incrementally from the cursor, or a time range / one order by hand.
     Orders {
         /// The store id from the config; every unpaused store when left out.
@@ -175,6 +243,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Config { command: ConfigCommand::Check } => Ok(config_check(&cli.config)),
         Command::Sandbox(args) => crate::sandbox::serve_forever(args.listen, args.orders, args.seed).await,
+        Command::Demo(args) => demo::demo(args).await,
+        Command::Run => {
+            let config = config::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            daemon::run_daemon(&cli.config, config).await
+        }
+        Command::Status(args) => {
+            let config = config::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            daemon::status(&config, args).await
+        }
         command => {
             let config = config::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))?;
             run_with_config(config, command).await
@@ -214,6 +291,10 @@ async fn run_with_config(config: config::Config, command: Command) -> anyhow::Re
             config::redact_url(&config.database.url)
         );
         return Ok(ExitCode::SUCCESS);
+    }
+    // A running daemon takes manual syncs, so they are leased and recorded like its own.
+    if let Some(code) = daemon::sync_orders_via_daemon(&config, &command).await? {
+        return Ok(code);
     }
     let app = App::build(config, &AppOptions { record, ..AppOptions::default() }).await?;
     match command {
@@ -294,6 +375,29 @@ async fn run_with_config(config: config::Config, command: Command) -> anyhow::Re
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sync { command: SyncCommand::Inventory { full, json } } => {
+            inventory::sync_inventory(&app, full, json).await
+        }
+        Command::Sync { command: SyncCommand::Fulfilment { store, json } } => {
+            let params = serde_json::json!({});
+            fulfilment::sync_outbox(&app, crate::jobs::JobKind::Fulfilment, store, params, json).await
+        }
+        Command::Sync { command: SyncCommand::Shipments { store, no_pull, json } } => {
+            let params = serde_json::json!({"pull": !no_pull});
+            fulfilment::sync_outbox(&app, crate::jobs::JobKind::Shipments, store, params, json).await
+        }
+        Command::Deadletters { command } => fulfilment::dead_letters(&app, command).await,
+        Command::Shipments { command } => fulfilment::shipments(&app, command).await,
+        Command::Sync { command: SyncCommand::Stock { store, json } } => {
+            inventory::sync_stock(&app, store, json).await
+        }
+        Command::Stock { command: inventory::StockCommand::Explain { store, listing, json } } => {
+            inventory::explain(&app, &store, &listing, json).await
+        }
+        Command::Reconcile(args) => inventory::reconcile(&app, args).await,
+        Command::Inventory { command: inventory::InventoryCommand::Import { file, dry_run } } => {
+            inventory::import(&app, &file, dry_run).await
+        }
         Command::Quarantine { command: QuarantineCommand::List { store, payloads, json } } => {
             let rows = app.store.quarantine(store.as_deref()).await?;
             if json {
@@ -343,7 +447,12 @@ async fn run_with_config(config: config::Config, command: Command) -> anyhow::Re
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Migrate | Command::Config { .. } | Command::Sandbox(_) => {
+        Command::Migrate
+        | Command::Config { .. }
+        | Command::Sandbox(_)
+        | Command::Demo(_)
+        | Command::Run
+        | Command::Status(_) => {
             bail!("unreachable command dispatch")
         }
     }

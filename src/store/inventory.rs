@@ -33,6 +33,9 @@ impl ListingRow {
     }
 }
 
+/// A listing seen on a marketplace: item id, SKU id, merchant code, live quantity.
+pub type SeenListing = (String, Option<String>, Option<String>, Option<i64>);
+
 /// An open reservation, for flagging and explanations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OpenReservation {
@@ -248,7 +251,7 @@ impl Store {
     pub async fn upsert_listings(
         &self,
         store_id: &str,
-        seen: &[(String, Option<String>, Option<String>, Option<i64>)],
+        seen: &[SeenListing],
     ) -> Result<(), StoreError> {
         let now = Utc::now();
         with_pool!(self, write, pool => {

@@ -9,6 +9,8 @@
 mod inventory;
 mod leases;
 mod orders;
+mod reports;
+mod outbox;
 mod runs;
 
 use std::str::FromStr;
@@ -19,10 +21,15 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-pub use inventory::{ListingRow, OpenReservation, SnapshotStats};
+pub use inventory::{ListingRow, OpenReservation, SeenListing, SnapshotStats};
+#[allow(unused_imports)]
 pub(crate) use leases::fence_clause;
 pub use leases::{EpochMatch, FENCE_HOLDS_SQL, LeaseRow, RunRequest};
 pub use orders::{IngestStats, QuarantineRow, StoredOrder, StoredOrderSummary};
+pub use outbox::{
+    Consume, Finish, NewOutboxRow, OutboxCounts, OutboxFilter, OutboxKind, OutboxRow, OutboxState, WITHDRAWN_BEFORE_SENDING,
+    fulfil_key, ship_key, withdraw_key,
+};
 pub use runs::{JobRun, RunOutcome};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -38,6 +45,9 @@ pub enum StoreError {
     UnknownUrl(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// A write made under a job lease found the lease taken over; nothing was written.
+    #[error("lease lost: {0}")]
+    FenceLost(String),
 }
 
 /// Which database, with its pools.

@@ -15,6 +15,7 @@ use sqlx::Row;
 
 use super::{Store, StoreError, with_pool};
 use crate::inventory::ReservationRules;
+use crate::jobs::Fence;
 
 /// What one ingest did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -196,6 +197,9 @@ fn reservation_changes<'a>(order: &'a Order, rules: &ReservationRules) -> Vec<Re
     changes
 }
 
+/// Touches the lease row only while its epoch is still ours.
+const HOLD_FENCE: &str = "UPDATE leases SET epoch = epoch WHERE key = $1 AND epoch = $2";
+
 const INSERT_QUARANTINE: &str = "INSERT INTO quarantine (store_id, api, order_id, reason, payload, received_at) VALUES ($1, $2, $3, $4, $5, $6)";
 
 const ADVANCE_CURSOR: &str = "INSERT INTO sync_cursors (store_id, job, position, updated_at) VALUES ($1, $2, $3, $4) \
@@ -229,10 +233,30 @@ impl Store {
         cursor: Option<(&str, DateTime<Utc>)>,
         rules: Option<&ReservationRules>,
     ) -> Result<IngestStats, StoreError> {
+        self.ingest_fenced(store_id, batch, cursor, rules, None).await
+    }
+
+    /// [`Store::ingest`] made under a job lease: the transaction first touches the lease
+    /// row with its epoch (a row lock on PostgreSQL until commit), and writes nothing when
+    /// another instance has taken the lease over since.
+    pub async fn ingest_fenced(
+        &self,
+        store_id: &str,
+        batch: &[Fetched],
+        cursor: Option<(&str, DateTime<Utc>)>,
+        rules: Option<&ReservationRules>,
+        fence: Option<&Fence>,
+    ) -> Result<IngestStats, StoreError> {
         let now = Utc::now();
         let mut stats = IngestStats::default();
         with_pool!(self, write, pool => {
             let mut tx = pool.begin().await?;
+            if let Some(fence) = fence {
+                let held = sqlx::query(HOLD_FENCE).bind(&fence.key).bind(fence.epoch).execute(&mut *tx).await?;
+                if held.rows_affected() == 0 {
+                    return Err(StoreError::FenceLost(format!("{} (epoch {})", fence.key, fence.epoch)));
+                }
+            }
             for item in batch {
                 match item {
                     Fetched::Order(order) => {
@@ -328,6 +352,8 @@ impl Store {
                                 stats.reservation_changes += done.rows_affected();
                             }
                         }
+                        // The effects this state asks for commit with it (outbox).
+                        super::outbox::write_order_effects!(tx, store_id, order, now);
                     }
                     Fetched::Unparsed(unparsed) => {
                         sqlx::query(INSERT_QUARANTINE)

@@ -1,8 +1,11 @@
 //! Sync jobs, written once against the connector contract: nothing here names a platform.
 
+pub mod fulfilment;
 pub mod inventory;
 pub mod orders;
+pub mod outbox;
 pub mod reconcile;
+pub mod shipments;
 pub mod stock;
 
 use flagsync_market::{ConnectorError, PullError};

@@ -29,6 +29,8 @@ pub struct OrderSyncOptions {
     pub initial_lookback: Duration,
     /// How the store's lines map to the catalogue; reservations follow order state when set.
     pub reservations: Option<std::sync::Arc<crate::inventory::ReservationRules>>,
+    /// The job lease this pull runs under; every write checks it.
+    pub fence: Option<crate::jobs::Fence>,
 }
 
 /// What to pull.
@@ -71,6 +73,7 @@ struct StoreSink<'a> {
     store: &'a Store,
     store_id: &'a str,
     rules: Option<&'a crate::inventory::ReservationRules>,
+    fence: Option<&'a crate::jobs::Fence>,
     pending: Vec<Fetched>,
     stats: IngestStats,
     received: u64,
@@ -83,7 +86,7 @@ impl StoreSink<'_> {
             return Ok(());
         }
         let stats =
-            self.store.ingest(self.store_id, &batch, cursor.map(|c| (ORDERS_JOB, c)), self.rules).await?;
+            self.store.ingest_fenced(self.store_id, &batch, cursor.map(|c| (ORDERS_JOB, c)), self.rules, self.fence).await?;
         self.stats.add(stats);
         Ok(())
     }
@@ -121,7 +124,7 @@ impl OrderSink for StoreSink<'_> {
         if !previous.is_empty() {
             let stats = self
                 .store
-                .ingest(self.store_id, &previous, None, self.rules)
+                .ingest_fenced(self.store_id, &previous, None, self.rules, self.fence)
                 .await
                 .map_err(|e| SinkError(Box::new(e)))?;
             self.stats.add(stats);
@@ -152,7 +155,7 @@ pub async fn sync_orders(
     let (start, end, moves_cursor) = match pull {
         OrderPull::Order(order_id) => {
             let fetched = market.fetch_order(order_id).await?;
-            let stats = store.ingest(store_id, &[fetched], None, options.reservations.as_deref()).await?;
+            let stats = store.ingest_fenced(store_id, &[fetched], None, options.reservations.as_deref(), options.fence.as_ref()).await?;
             report.received = 1;
             report.calls = 1;
             report.add(stats);
@@ -185,6 +188,7 @@ pub async fn sync_orders(
         store,
         store_id,
         rules: options.reservations.as_deref(),
+        fence: options.fence.as_ref(),
         pending: Vec::new(),
         stats: IngestStats::default(),
         received: 0,

@@ -113,7 +113,7 @@ pub async fn sync_stock(
     catalog: &Catalog,
 ) -> Result<StockReport, SyncError> {
     // Listings named in the config exist before their first sale.
-    let named: Vec<(String, Option<String>, Option<String>, Option<i64>)> = policy
+    let named: Vec<crate::store::SeenListing> = policy
         .rules
         .explicit
         .keys()
@@ -174,7 +174,10 @@ pub async fn sync_stock(
             pending: None,
         };
         if push {
-            updates.push((index, StockUpdate { listing: reference, quantity: shown }, state, Some(current)));
+            // Allocated listings move by the difference, atomically on the platform, so a
+            // sale landing between our read and the push is kept (an absolute write would
+            // sell it again).
+            updates.push((index, StockUpdate { listing: reference, quantity: shown - current }, state, Some(current)));
         } else {
             store
                 .save_listing_state(
@@ -200,25 +203,33 @@ pub async fn sync_stock(
             store.set_listing_pending(store_id, &row.item_id, &row.sku_id, Some(pending)).await?;
         }
     }
-    let batch: Vec<StockUpdate> = updates.iter().map(|(_, update, _, _)| update.clone()).collect();
-    if !batch.is_empty() {
-        let results = market.push_stock(&batch).await?;
-        for ((index, _, state, _), result) in updates.iter().zip(results) {
-            let row = &plans[*index].row;
-            match result.outcome {
-                Ok(now_live) => {
-                    store
-                        .save_listing_state(store_id, &row.item_id, &row.sku_id, state, true, Some(now_live))
-                        .await?;
-                    report.pushed += 1;
-                }
-                Err(error) => {
-                    report.failed += 1;
-                    report.errors.push(format!("{}: {error}", plans[*index].input.key));
-                    if !error.is_retryable() || error.kind == flagsync_market::ErrorKind::Rejected {
-                        // Refused outright: nothing landed.
-                        store.set_listing_pending(store_id, &row.item_id, &row.sku_id, None).await?;
-                    }
+    // Allocated listings (with a live reading) move by deltas, shared-pool ones are set.
+    let (deltas, absolutes): (Vec<_>, Vec<_>) = updates.iter().partition(|update| update.3.is_some());
+    let mut results = Vec::new();
+    if !deltas.is_empty() {
+        let batch: Vec<StockUpdate> = deltas.iter().map(|update| update.1.clone()).collect();
+        results.extend(deltas.iter().copied().zip(market.push_stock_deltas(&batch).await?));
+    }
+    if !absolutes.is_empty() {
+        let batch: Vec<StockUpdate> = absolutes.iter().map(|update| update.1.clone()).collect();
+        results.extend(absolutes.iter().copied().zip(market.push_stock(&batch).await?));
+    }
+    for ((index, _, state, current), result) in results {
+        let row = &plans[*index].row;
+        match result.outcome {
+            Ok(now_live) => {
+                // After a delta the platform's figure may already include new sales; the
+                // next run reads it back.
+                let live = if current.is_some() { None } else { Some(now_live) };
+                store.save_listing_state(store_id, &row.item_id, &row.sku_id, state, true, live).await?;
+                report.pushed += 1;
+            }
+            Err(error) => {
+                report.failed += 1;
+                report.errors.push(format!("{}: {error}", plans[*index].input.key));
+                if !error.is_retryable() || error.kind == flagsync_market::ErrorKind::Rejected {
+                    // Refused outright: nothing landed.
+                    store.set_listing_pending(store_id, &row.item_id, &row.sku_id, None).await?;
                 }
             }
         }

@@ -81,6 +81,24 @@ impl JdConnector {
 
     /// A call that is safe to repeat (reads, absolute stock writes), retried per the
     /// configured policy. `calls` counts attempts.
+    /// Like `with_retry`, but never again after an ambiguous failure (incremental writes).
+    pub(crate) async fn not_twice<T>(
+        &self,
+        api: &'static str,
+        business: &Value,
+        parse: Parser<T>,
+        calls: &mut u64,
+    ) -> Result<T, ConnectorError> {
+        let business_json = business.to_string();
+        self.config
+            .retry
+            .run_not_twice(rand::random::<f64>, |_| {
+                *calls += 1;
+                self.once(api, &business_json, parse)
+            })
+            .await
+    }
+
     pub(crate) async fn with_retry<T>(
         &self,
         api: &'static str,

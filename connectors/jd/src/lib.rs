@@ -197,7 +197,11 @@ impl Marketplace for JdConnector {
     }
 
     async fn push_stock(&self, updates: &[StockUpdate]) -> Result<Vec<StockResult>, ConnectorError> {
-        self.set_stock(updates).await
+        self.set_stock(updates, false).await
+    }
+
+    async fn push_stock_deltas(&self, updates: &[StockUpdate]) -> Result<Vec<StockResult>, ConnectorError> {
+        self.set_stock(updates, true).await
     }
 
     async fn read_stock(&self, listings: &[ListingRef]) -> Result<Vec<ListingQty>, ConnectorError> {

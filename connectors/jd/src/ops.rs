@@ -56,14 +56,17 @@ impl JdConnector {
             .ok_or_else(|| local(ORDER_GET, format!("order {order_id} not found")))
     }
 
+    /// Absolute (`stockNum`) or incremental (`incrStockNum`, never sent twice after an
+    /// ambiguous failure) updates, in batches.
     pub(crate) async fn set_stock(
         &self,
         updates: &[StockUpdate],
+        incremental: bool,
     ) -> Result<Vec<StockResult>, ConnectorError> {
         let mut outcomes: Vec<Option<Result<i64, ConnectorError>>> = vec![None; updates.len()];
         let mut valid: Vec<(usize, u64)> = Vec::new();
         for (index, update) in updates.iter().enumerate() {
-            if update.quantity < 0 {
+            if update.quantity < 0 && !incremental {
                 outcomes[index] =
                     Some(Err(local(STOCK_SET, format!("negative quantity {} refused", update.quantity))));
                 continue;
@@ -76,10 +79,21 @@ impl JdConnector {
         for chunk in valid.chunks(STOCK_BATCH) {
             let stocks: Vec<_> = chunk
                 .iter()
-                .map(|(index, sku)| json!({"skuId": sku, "stockNum": updates[*index].quantity}))
+                .map(|(index, sku)| {
+                    if incremental {
+                        json!({"skuId": sku, "incrStockNum": updates[*index].quantity})
+                    } else {
+                        json!({"skuId": sku, "stockNum": updates[*index].quantity})
+                    }
+                })
                 .collect();
             let business = json!({"req": {"skuStocks": stocks}});
-            match self.with_retry(STOCK_SET, &business, parse::stock_set, &mut 0).await {
+            let result = if incremental {
+                self.not_twice(STOCK_SET, &business, parse::stock_set, &mut 0).await
+            } else {
+                self.with_retry(STOCK_SET, &business, parse::stock_set, &mut 0).await
+            };
+            match result {
                 Ok(results) => {
                     let named = results.iter().all(|r| r.sku_id.is_some());
                     for (position, (index, sku)) in chunk.iter().enumerate() {

@@ -118,6 +118,26 @@ pub trait Marketplace: Send + Sync {
     /// to the platform; longer slices are split. One result per update, in order.
     async fn push_stock(&self, updates: &[StockUpdate]) -> Result<Vec<StockResult>, ConnectorError>;
 
+    /// Adds `quantity` (negative to take away; the platform stops at 0) to each listing's
+    /// counter, atomically on the platform's side, so sales landing meanwhile are kept.
+    /// Never sent twice after an ambiguous failure. One result per update; the value is
+    /// the platform's new quantity when it says, else the delta sent. The default refuses:
+    /// a platform without incremental updates gets absolute ones.
+    async fn push_stock_deltas(&self, updates: &[StockUpdate]) -> Result<Vec<StockResult>, ConnectorError> {
+        Ok(updates
+            .iter()
+            .map(|update| StockResult {
+                listing: update.listing.clone(),
+                outcome: Err(ConnectorError::new(
+                    self.platform(),
+                    "push_stock_deltas",
+                    crate::error::ErrorKind::Rejected,
+                    "this marketplace takes absolute quantities only",
+                )),
+            })
+            .collect())
+    }
+
     /// Reads the live quantities of the given listings.
     async fn read_stock(&self, listings: &[ListingRef]) -> Result<Vec<ListingQty>, ConnectorError>;
 

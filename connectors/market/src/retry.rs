@@ -41,20 +41,44 @@ impl RetryPolicy {
 
     /// Runs `call` until it succeeds, fails for good, or attempts run out. `jitter` in
     /// [0, 1) scales the jitter (pass a seeded value in tests for determinism).
-    pub async fn run<T, F, Fut>(
+    pub async fn run<T, F, Fut>(&self, jitter: impl FnMut() -> f64, call: F) -> Result<T, ConnectorError>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, ConnectorError>>,
+    {
+        self.attempts(jitter, call, false).await
+    }
+
+    /// Like [`RetryPolicy::run`], for calls that must not be applied twice (incremental
+    /// stock changes): an ambiguous failure (no complete reply, or one that cannot be read)
+    /// is returned at once instead of retried, since the call may have landed.
+    pub async fn run_not_twice<T, F, Fut>(&self, jitter: impl FnMut() -> f64, call: F) -> Result<T, ConnectorError>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, ConnectorError>>,
+    {
+        self.attempts(jitter, call, true).await
+    }
+
+    async fn attempts<T, F, Fut>(
         &self,
         mut jitter: impl FnMut() -> f64,
         mut call: F,
+        not_twice: bool,
     ) -> Result<T, ConnectorError>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, ConnectorError>>,
     {
+        use crate::error::ErrorKind;
         let mut attempt = 1;
         loop {
             match call(attempt).await {
                 Ok(value) => return Ok(value),
                 Err(error) => {
+                    if not_twice && matches!(error.kind, ErrorKind::Ambiguous | ErrorKind::Malformed) {
+                        return Err(error);
+                    }
                     let Action::RetryAfter(hint) = error.action() else { return Err(error) };
                     if attempt >= self.max_attempts {
                         return Err(error);

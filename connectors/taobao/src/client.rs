@@ -79,6 +79,18 @@ impl Client {
         result
     }
 
+    /// Attempts under the retry policy, but never again after an ambiguous failure: for
+    /// incremental writes, which must not be applied twice.
+    pub(crate) async fn call_not_twice<T>(
+        &self,
+        api: &str,
+        params: &[(&str, String)],
+        calls: &AtomicU64,
+        parse: Parser<T>,
+    ) -> Result<T, ConnectorError> {
+        self.config.retry.run_not_twice(rand::random::<f64>, |_attempt| self.call(api, params, calls, parse)).await
+    }
+
     /// Attempts under the retry policy; for reads and absolute writes only, since a lost
     /// reply is retried as if nothing happened. Each attempt is signed with a fresh
     /// timestamp.

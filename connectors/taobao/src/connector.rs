@@ -313,12 +313,89 @@ impl TaobaoConnector {
         }
     }
 
+    /// Full (type 1) or incremental (type 2) quantity updates, grouped per item.
+    async fn push_quantities(&self, updates: &[StockUpdate], incremental: bool) -> Result<Vec<StockResult>, ConnectorError> {
+        let mut outcomes: Vec<Option<Result<i64, ConnectorError>>> = vec![None; updates.len()];
+        // Group by item, keeping first-appearance order; a listing named twice is sent once
+        // with its last quantity.
+        let mut groups: Vec<(String, Vec<StockEntry>)> = Vec::new();
+        for (index, update) in updates.iter().enumerate() {
+            let listing = &update.listing;
+            let api = if listing.sku_id.is_some() { SKUS_QUANTITY_API } else { ITEM_QUANTITY_API };
+            let problem = if !is_tid(&listing.item_id) {
+                Some(format!("item id {:?} is not a taobao num_iid", listing.item_id))
+            } else if listing.sku_id.as_deref().is_some_and(|sku| !is_tid(sku)) {
+                Some(format!(
+                    "sku id {:?} of item {} is not a taobao sku_id",
+                    listing.sku_id, listing.item_id
+                ))
+            } else if update.quantity < 0 && !incremental {
+                Some(format!("quantity {} for item {} is negative", update.quantity, listing.item_id))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                outcomes[index] = Some(Err(rejected_locally(api, problem)));
+                continue;
+            }
+            let position = match groups.iter().position(|(item, _)| item == &listing.item_id) {
+                Some(position) => position,
+                None => {
+                    groups.push((listing.item_id.clone(), Vec::new()));
+                    groups.len() - 1
+                }
+            };
+            let group = &mut groups[position].1;
+            match group.iter_mut().find(|e| e.sku == listing.sku_id) {
+                Some(entry) => {
+                    entry.quantity = update.quantity;
+                    entry.indices.push(index);
+                }
+                None => group.push(StockEntry {
+                    sku: listing.sku_id.clone(),
+                    quantity: update.quantity,
+                    indices: vec![index],
+                }),
+            }
+        }
+        let calls = AtomicU64::new(0);
+        let mut auth_failure: Option<ConnectorError> = None;
+        for (item_id, entries) in &groups {
+            let results = match &auth_failure {
+                // Expired credentials fail every call alike: stop calling.
+                Some(error) => {
+                    entries.iter().flat_map(|e| e.indices.iter().map(|&i| (i, Err(error.clone())))).collect()
+                }
+                None => self.push_item_group(item_id, entries, &calls, incremental).await,
+            };
+            for (index, outcome) in results {
+                if let Err(error) = &outcome
+                    && error.kind == ErrorKind::Auth
+                {
+                    auth_failure.get_or_insert_with(|| error.clone());
+                }
+                outcomes[index] = Some(outcome);
+            }
+        }
+        Ok(updates
+            .iter()
+            .zip(outcomes)
+            .map(|(update, outcome)| StockResult {
+                listing: update.listing.clone(),
+                outcome: outcome
+                    .unwrap_or_else(|| Err(malformed(SKUS_QUANTITY_API, "no outcome for this listing"))),
+            })
+            .collect())
+    }
+
     async fn push_item_group(
         &self,
         item_id: &str,
         entries: &[StockEntry],
         calls: &AtomicU64,
+        incremental: bool,
     ) -> Vec<(usize, Result<i64, ConnectorError>)> {
+        let kind = if incremental { "2" } else { "1" };
         let mut out = Vec::new();
         let (skus, item_level): (Vec<&StockEntry>, Vec<&StockEntry>) =
             entries.iter().partition(|e| e.sku.is_some());
@@ -330,9 +407,13 @@ impl TaobaoConnector {
             let params = [
                 ("num_iid", item_id.to_string()),
                 ("skuid_quantities", list.join(";")),
-                ("type", "1".to_string()),
+                ("type", kind.to_string()),
             ];
-            let result = self.client.call_retrying(SKUS_QUANTITY_API, &params, calls, parse::item).await;
+            let result = if incremental {
+                self.client.call_not_twice(SKUS_QUANTITY_API, &params, calls, parse::item).await
+            } else {
+                self.client.call_retrying(SKUS_QUANTITY_API, &params, calls, parse::item).await
+            };
             for entry in chunk {
                 let outcome = match &result {
                     Ok(item) => Ok(item
@@ -349,13 +430,14 @@ impl TaobaoConnector {
             let params = [
                 ("num_iid", item_id.to_string()),
                 ("quantity", entry.quantity.to_string()),
-                ("type", "1".to_string()),
+                ("type", kind.to_string()),
             ];
-            let outcome = self
-                .client
-                .call_retrying(ITEM_QUANTITY_API, &params, calls, parse::item)
-                .await
-                .map(|item| item.num.unwrap_or(entry.quantity));
+            let result = if incremental {
+                self.client.call_not_twice(ITEM_QUANTITY_API, &params, calls, parse::item).await
+            } else {
+                self.client.call_retrying(ITEM_QUANTITY_API, &params, calls, parse::item).await
+            };
+            let outcome = result.map(|item| item.num.unwrap_or(entry.quantity));
             for entry in &item_level {
                 out.extend(entry.indices.iter().map(|&i| (i, outcome.clone())));
             }
@@ -482,79 +564,12 @@ impl Marketplace for TaobaoConnector {
     }
 
     async fn push_stock(&self, updates: &[StockUpdate]) -> Result<Vec<StockResult>, ConnectorError> {
-        let mut outcomes: Vec<Option<Result<i64, ConnectorError>>> = vec![None; updates.len()];
-        // Group by item, keeping first-appearance order; a listing named twice is sent once
-        // with its last quantity.
-        let mut groups: Vec<(String, Vec<StockEntry>)> = Vec::new();
-        for (index, update) in updates.iter().enumerate() {
-            let listing = &update.listing;
-            let api = if listing.sku_id.is_some() { SKUS_QUANTITY_API } else { ITEM_QUANTITY_API };
-            let problem = if !is_tid(&listing.item_id) {
-                Some(format!("item id {:?} is not a taobao num_iid", listing.item_id))
-            } else if listing.sku_id.as_deref().is_some_and(|sku| !is_tid(sku)) {
-                Some(format!(
-                    "sku id {:?} of item {} is not a taobao sku_id",
-                    listing.sku_id, listing.item_id
-                ))
-            } else if update.quantity < 0 {
-                Some(format!("quantity {} for item {} is negative", update.quantity, listing.item_id))
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
-                outcomes[index] = Some(Err(rejected_locally(api, problem)));
-                continue;
-            }
-            let position = match groups.iter().position(|(item, _)| item == &listing.item_id) {
-                Some(position) => position,
-                None => {
-                    groups.push((listing.item_id.clone(), Vec::new()));
-                    groups.len() - 1
-                }
-            };
-            let group = &mut groups[position].1;
-            match group.iter_mut().find(|e| e.sku == listing.sku_id) {
-                Some(entry) => {
-                    entry.quantity = update.quantity;
-                    entry.indices.push(index);
-                }
-                None => group.push(StockEntry {
-                    sku: listing.sku_id.clone(),
-                    quantity: update.quantity,
-                    indices: vec![index],
-                }),
-            }
-        }
-        let calls = AtomicU64::new(0);
-        let mut auth_failure: Option<ConnectorError> = None;
-        for (item_id, entries) in &groups {
-            let results = match &auth_failure {
-                // Expired credentials fail every call alike: stop calling.
-                Some(error) => {
-                    entries.iter().flat_map(|e| e.indices.iter().map(|&i| (i, Err(error.clone())))).collect()
-                }
-                None => self.push_item_group(item_id, entries, &calls).await,
-            };
-            for (index, outcome) in results {
-                if let Err(error) = &outcome
-                    && error.kind == ErrorKind::Auth
-                {
-                    auth_failure.get_or_insert_with(|| error.clone());
-                }
-                outcomes[index] = Some(outcome);
-            }
-        }
-        Ok(updates
-            .iter()
-            .zip(outcomes)
-            .map(|(update, outcome)| StockResult {
-                listing: update.listing.clone(),
-                outcome: outcome
-                    .unwrap_or_else(|| Err(malformed(SKUS_QUANTITY_API, "no outcome for this listing"))),
-            })
-            .collect())
+        self.push_quantities(updates, false).await
     }
 
+    async fn push_stock_deltas(&self, updates: &[StockUpdate]) -> Result<Vec<StockResult>, ConnectorError> {
+        self.push_quantities(updates, true).await
+    }
     async fn read_stock(&self, listings: &[ListingRef]) -> Result<Vec<ListingQty>, ConnectorError> {
         let calls = AtomicU64::new(0);
         let mut items: Vec<&str> = Vec::new();
