@@ -162,14 +162,14 @@ impl Transport for MeteredTransport {
 
 /// Hook for the outbox depth of a store (fulfilment and pushes waiting to be sent). The
 /// outbox queries arrive with the outbox itself; until then this reports 0.
-pub async fn outbox_depth(_store: &Store, _store_id: &str) -> Result<i64, StoreError> {
-    Ok(0)
+pub async fn outbox_depth(store: &Store, store_id: &str) -> Result<i64, StoreError> {
+    store.outbox_depth(store_id).await
 }
 
 /// Hook for a store's dead letters (effects given up on, with their reasons); 0 until the
 /// dead-letter list exists.
-pub async fn dead_letters(_store: &Store, _store_id: &str) -> Result<i64, StoreError> {
-    Ok(0)
+pub async fn dead_letters(store: &Store, store_id: &str) -> Result<i64, StoreError> {
+    store.dead_letter_count(store_id).await
 }
 
 /// Hook for when a store's marketplace token expires (seconds from now); None while no

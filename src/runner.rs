@@ -58,20 +58,25 @@ impl App {
                 let pull = order_pull(&request.params)?;
                 let mut options = self.order_sync_options_for(store_id);
                 options.fence = request.fence.clone();
-                let report = sync_orders(&self.store, store_id, market.as_ref(), self.clock.as_ref(), &options, &pull)
-                    .await
-                    .map_err(|e| match e {
-                        crate::sync::SyncError::Store(crate::store::StoreError::FenceLost(what)) => JobError::LeaseLost(what),
-                        other => JobError::Failed(other.to_string()),
-                    })?;
+                let report =
+                    sync_orders(&self.store, store_id, market.as_ref(), self.clock.as_ref(), &options, &pull)
+                        .await
+                        .map_err(|e| match e {
+                            crate::sync::SyncError::Store(crate::store::StoreError::FenceLost(what)) => {
+                                JobError::LeaseLost(what)
+                            }
+                            other => JobError::Failed(other.to_string()),
+                        })?;
                 serde_json::to_value(report).map_err(|e| JobError::Failed(e.to_string()))
             }
             JobKind::Inventory => {
                 let operator = self.operator().map_err(|e| JobError::Invalid(e.to_string()))?;
                 let full = request.params.get("full").and_then(Value::as_bool).unwrap_or(false);
-                let report = crate::sync::inventory::sync_inventory(&self.store, operator.as_ref(), full)
-                    .await
-                    .map_err(|e| JobError::Failed(e.to_string()))?;
+                let known = self.store_ids();
+                let report =
+                    crate::sync::inventory::sync_inventory(&self.store, operator.as_ref(), full, &known)
+                        .await
+                        .map_err(|e| JobError::Failed(e.to_string()))?;
                 serde_json::to_value(report).map_err(|e| JobError::Failed(e.to_string()))
             }
             JobKind::Stock => {

@@ -101,21 +101,28 @@ fn the_readme_first_command_pulls_both_sandbox_stores() {
 #[test]
 fn a_bad_stock_csv_names_line_and_column_and_applies_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/sandbox.toml")).unwrap();
-    let config = config.replace("sqlite://data/sandbox.db", &format!("sqlite://{}", dir.path().join("s.db").display()));
+    let config =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/sandbox.toml")).unwrap();
+    let config = config
+        .replace("sqlite://data/sandbox.db", &format!("sqlite://{}", dir.path().join("s.db").display()));
     let path = dir.path().join("sandbox.toml");
     std::fs::write(&path, config).unwrap();
     let good = dir.path().join("good.csv");
     std::fs::write(&good, "sku,warehouse,on_hand\nSKU-00004,WH-HZ,120\nSKU-00005,WH-SH,80\n").unwrap();
     let bad = dir.path().join("bad.csv");
-    std::fs::write(&bad, "sku,warehouse,on_hand\nSKU-00004,WH-HZ,999\nSKU-00006,,5\nSKU-00007,WH-HZ,-3\n").unwrap();
+    std::fs::write(&bad, "sku,warehouse,on_hand\nSKU-00004,WH-HZ,999\nSKU-00006,,5\nSKU-00007,WH-HZ,-3\n")
+        .unwrap();
     let config = path.to_str().unwrap();
 
-    let output = flagsync().args(["--config", config, "inventory", "import", good.to_str().unwrap()]).output().unwrap();
+    let output = flagsync()
+        .args(["--config", config, "inventory", "import", good.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("2 level(s) applied"));
 
-    let output = flagsync().args(["--config", config, "inventory", "import", bad.to_str().unwrap()]).output().unwrap();
+    let output =
+        flagsync().args(["--config", config, "inventory", "import", bad.to_str().unwrap()]).output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("line 3") && stderr.contains("warehouse"), "{stderr}");
@@ -132,4 +139,21 @@ fn a_bad_stock_csv_names_line_and_column_and_applies_nothing() {
     let level = |code: &str| levels.iter().find(|(c, _)| c.code == code).map(|(_, l)| l.on_hand);
     assert_eq!(level("SKU-00004"), Some(120));
     assert_eq!(level("SKU-00006"), Some(0));
+}
+
+#[test]
+fn the_demo_runs_a_flash_sale_and_oversells_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let output = flagsync()
+        .args(["demo", "--seconds", "8", "--buyers", "800", "--database", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("oversold:                           0"), "{stdout}");
+    let sold_line = stdout.lines().find(|l| l.starts_with("units sold against stock:")).unwrap();
+    let sold: i64 = sold_line.split_whitespace().nth(4).unwrap().parse().unwrap();
+    assert!(sold > 0 && sold <= 400, "{sold_line}");
+    assert!(stdout.contains("orders ingested"), "{stdout}");
 }

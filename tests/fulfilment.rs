@@ -130,12 +130,13 @@ async fn dead_letters(app: &App) -> Vec<flagsync::store::OutboxRow> {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_shipment_reaches_taobao_and_jd_exactly_once_under_faults_and_a_kill() {
-    let Some(mut world) = World::new(Backend::Sqlite, 71).await else { return };
+async fn every_shipment_reaches_taobao_and_jd_exactly_once_under_faults_and_a_kill(backend: Backend) {
+    let Some(mut world) = World::new(backend, 71).await else { return };
+    // Two thousand orders on SQLite; PostgreSQL, which adds its claim query, runs fewer.
+    let orders = if backend == Backend::Sqlite { 1_000 } else { 400 };
     let scenario = |seed| ScenarioConfig {
         seed,
-        orders: 1_000,
+        orders,
         duration: TimeDelta::minutes(30),
         unpaid_share: 0.05,
         refund_share: 0.05,
@@ -146,9 +147,8 @@ async fn every_shipment_reaches_taobao_and_jd_exactly_once_under_faults_and_a_ki
     world.sandbox.top.load_scenario(generate(&scenario(71)));
     world.sandbox.jos.load_scenario(generate(&scenario(72)));
     world.sandbox.operator.auto_ship(Duration::from_secs(120));
-    // JD's connector takes the sandbox's remote timeout (code 66) as a refusal, so only
-    // Taobao gets those.
     world.sandbox.top_faults.random(Some(TOP_SHIP), Fault::RemoteTimeout, 0.03);
+    world.sandbox.jos_faults.random(Some(JOS_SHIP), Fault::RemoteTimeout, 0.03);
     for (faults, api) in [(&world.sandbox.top_faults, TOP_SHIP), (&world.sandbox.jos_faults, JOS_SHIP)] {
         faults.random(Some(api), Fault::ApplyThenDrop, 0.05);
         faults.random(Some(api), Fault::TransientBusiness, 0.05);
@@ -182,7 +182,12 @@ async fn every_shipment_reaches_taobao_and_jd_exactly_once_under_faults_and_a_ki
                 let app = app.clone();
                 async move { run(&app, "jd", JobKind::Shipments).await }
             });
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Kill it as soon as a push has landed (its reply is held back by the slow fault),
+            // so the bookkeeping of that push never happens.
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while world.sandbox.jos.shipments().len() == before && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             worker.abort();
             let _ = worker.await;
             drop(app);
@@ -219,7 +224,7 @@ async fn every_shipment_reaches_taobao_and_jd_exactly_once_under_faults_and_a_ki
     assert_eq!(counts.pending, 0, "{counts:?}");
 
     let notices = world.sandbox.operator.notices();
-    assert!(notices.len() > 1_500, "the operator shipped {} orders", notices.len());
+    assert!(notices.len() > orders * 3 / 2, "the operator shipped {} orders", notices.len());
     let dead: BTreeMap<(String, String), String> = dead_letters(&world.app)
         .await
         .into_iter()
@@ -268,7 +273,7 @@ async fn every_shipment_reaches_taobao_and_jd_exactly_once_under_faults_and_a_ki
         checked.1 += 1;
     }
     assert_eq!(jd.len(), checked.1, "no shipment without a notice");
-    assert!(checked.0 > 700 && checked.1 > 700, "{checked:?}");
+    assert!(checked.0 > orders * 7 / 10 && checked.1 > orders * 7 / 10, "{checked:?}");
 
     // Each delivered order's reservations were consumed, once.
     for notice in notices.iter().take(300) {
@@ -312,9 +317,8 @@ fn place(listing: usize) -> EventKind {
     EventKind::Place { lines: vec![(listing, 1)] }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn held_contract_orders_wait_until_released() {
-    let Some(world) = World::new(Backend::Sqlite, 73).await else { return };
+async fn held_contract_orders_wait_until_released(backend: Backend) {
+    let Some(world) = World::new(backend, 73).await else { return };
     // Order 0 is a contract phone held right after payment, released ten minutes later.
     events(
         &world,
@@ -352,9 +356,8 @@ async fn held_contract_orders_wait_until_released() {
     assert_eq!((jd.plan_code, jd.number_pool.as_deref()), (None, Some("POOL-HZ-01")), "jd has no plan data");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refund_before_shipment_withdraws_the_fulfilment_and_releases_the_reservation() {
-    let Some(world) = World::new(Backend::Sqlite, 74).await else { return };
+async fn a_refund_before_shipment_withdraws_the_fulfilment_and_releases_the_reservation(backend: Backend) {
+    let Some(world) = World::new(backend, 74).await else { return };
     events(&world, &[(0, 1, place(5)), (0, 2, EventKind::Pay), (1, 1, place(6)), (1, 2, EventKind::Pay)]);
     world.clock.advance(TimeDelta::seconds(60));
     cycle(&world.app).await;
@@ -397,9 +400,10 @@ async fn a_refund_before_shipment_withdraws_the_fulfilment_and_releases_the_rese
     assert_eq!(state(&other), Some(FulfilmentState::Pending));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_shipment_is_a_dead_letter_with_the_platforms_reason_and_retry_after_a_fix_delivers() {
-    let Some(mut world) = World::new(Backend::Sqlite, 75).await else { return };
+async fn a_refused_shipment_is_a_dead_letter_with_the_platforms_reason_and_retry_after_a_fix_delivers(
+    backend: Backend,
+) {
+    let Some(mut world) = World::new(backend, 75).await else { return };
     events(
         &world,
         &[
@@ -462,4 +466,143 @@ async fn a_refused_shipment_is_a_dead_letter_with_the_platforms_reason_and_retry
     assert_eq!(dead.len(), 1, "the closed trade stays in the list with its reason");
     assert!(world.app.store.outbox_drop(dead[0].id, "refunded; parcel recalled").await.unwrap());
     assert!(dead_letters(&world.app).await.is_empty());
+}
+
+#[test]
+fn carriers_config_names_every_problem_with_its_key() {
+    let text = r#"
+[stores.tmall]
+type = "taobao"
+gateway = "sandbox"
+[carriers.SF]
+taobao = "SF"
+jd = 467
+[carriers.YTO]
+jd = "yuantong"
+[carriers."顺丰"]
+taobao = "S F"
+fedex = "X"
+"#;
+    let error =
+        flagsync::config::parse(text, "t.toml", &[], std::path::Path::new("."), &|_| None).unwrap_err();
+    let paths: Vec<&str> = error.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, vec!["carriers.YTO.jd", "carriers.顺丰.fedex", "carriers.顺丰.taobao"], "{error}");
+    let good = flagsync::config::parse(
+        &text[..text.find("[carriers.YTO]").unwrap()],
+        "t.toml",
+        &[],
+        std::path::Path::new("."),
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(good.carrier_code("sf", "jd"), Some("467"));
+    assert_eq!(good.carrier_code("SF", "taobao"), Some("SF"));
+}
+
+fn flagsync_cli(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_flagsync"))
+        .env_remove("FLAGSYNC_CONFIG")
+        .env("RUST_LOG", "warn")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn shipments_import_and_the_dead_letter_commands_work_line_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flagsync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"sqlite://{}\"\n[operator]\ngateway = \"sandbox\"\n\
+             [stores.tmall]\ntype = \"taobao\"\ngateway = \"sandbox\"\n[carriers.SF]\ntaobao = \"SF\"\n",
+            dir.path().join("f.db").display()
+        ),
+    )
+    .unwrap();
+    let csv = dir.path().join("shipments.csv");
+    std::fs::write(
+        &csv,
+        "store,order_id,carrier,waybill,shipped_at,imeis\n\
+         tmall,2600000000000000015,SF,SF1400000000001,2026-11-01 10:00:00,2600000000000000016:860000000000011\n\
+         nowhere,42,SF,SF1400000000002,2026-11-01 10:00:00,\n\
+         tmall,43,SF,,2026-11-01 10:00:00,\n",
+    )
+    .unwrap();
+    let csv_arg = csv.to_str().unwrap();
+    let import = flagsync_cli(&config, &["shipments", "import", csv_arg]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&import.stdout), String::from_utf8_lossy(&import.stderr));
+    assert!(!import.status.success(), "bad lines make the exit status 1");
+    assert!(stderr.contains("line 3, column store") && stderr.contains("line 4, column waybill"), "{stderr}");
+    assert!(stdout.contains("queued 1 new"), "{stdout}");
+    let again = flagsync_cli(&config, &["shipments", "import", csv_arg]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("queued 0 new"), "a re-import queues nothing");
+
+    let listed = flagsync_cli(&config, &["deadletters", "list", "--state", "pending", "--json"]);
+    let rows: Vec<Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["payload"]["serials"][0]["serials"][0], "860000000000011");
+    let id = rows[0]["id"].as_i64().unwrap().to_string();
+    let retry = flagsync_cli(&config, &["deadletters", "retry", &id]);
+    assert!(!retry.status.success());
+    assert!(String::from_utf8_lossy(&retry.stderr).contains("not dead"), "only dead letters are retried");
+    assert!(!flagsync_cli(&config, &["deadletters", "drop", &id, "--reason", " "]).status.success());
+    assert!(
+        flagsync_cli(&config, &["deadletters", "drop", &id, "--reason", "shipped by hand"]).status.success()
+    );
+    let dropped = flagsync_cli(&config, &["deadletters", "list", "--state", "dropped"]);
+    assert!(String::from_utf8_lossy(&dropped.stdout).contains("shipped by hand"));
+    let empty = flagsync_cli(&config, &["deadletters", "list"]);
+    assert!(String::from_utf8_lossy(&empty.stdout).contains("no dead rows"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shipment_reaches_taobao_and_jd_exactly_once_under_faults_and_a_kill_sqlite() {
+    every_shipment_reaches_taobao_and_jd_exactly_once_under_faults_and_a_kill(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shipment_reaches_taobao_and_jd_exactly_once_under_faults_and_a_kill_postgres() {
+    every_shipment_reaches_taobao_and_jd_exactly_once_under_faults_and_a_kill(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_contract_orders_wait_until_released_sqlite() {
+    held_contract_orders_wait_until_released(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_contract_orders_wait_until_released_postgres() {
+    held_contract_orders_wait_until_released(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_before_shipment_withdraws_the_fulfilment_and_releases_the_reservation_sqlite() {
+    a_refund_before_shipment_withdraws_the_fulfilment_and_releases_the_reservation(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_before_shipment_withdraws_the_fulfilment_and_releases_the_reservation_postgres() {
+    a_refund_before_shipment_withdraws_the_fulfilment_and_releases_the_reservation(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_shipment_is_a_dead_letter_with_the_platforms_reason_and_retry_after_a_fix_delivers_sqlite()
+{
+    a_refused_shipment_is_a_dead_letter_with_the_platforms_reason_and_retry_after_a_fix_delivers(
+        Backend::Sqlite,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_shipment_is_a_dead_letter_with_the_platforms_reason_and_retry_after_a_fix_delivers_postgres()
+ {
+    a_refused_shipment_is_a_dead_letter_with_the_platforms_reason_and_retry_after_a_fix_delivers(
+        Backend::Postgres,
+    )
+    .await;
 }

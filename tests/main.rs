@@ -11,5 +11,6 @@ mod contract;
 mod daemon;
 mod exactly_once;
 mod fulfilment;
+mod fuzz_regressions;
 mod inventory;
 mod store_suite;

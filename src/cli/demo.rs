@@ -20,7 +20,10 @@ use flagsync_sandbox::top::TopConfig;
 use secrecy::SecretString;
 
 use crate::app::{App, AppOptions};
-use crate::config::{AdminConfig, CarrierCodes, Config, DaemonConfig, DatabaseConfig, Gateway, OperatorConfig, StoreConfig, StoreKind, SyncConfig};
+use crate::config::{
+    AdminConfig, CarrierCodes, Config, DaemonConfig, DatabaseConfig, Gateway, OperatorConfig, StoreConfig,
+    StoreKind, SyncConfig,
+};
 use crate::daemon::{Daemon, DaemonOptions};
 use crate::inventory::{Allocation, Catalog, ComponentKind, SkuDef};
 use crate::jobs::JobKind;
@@ -56,7 +59,9 @@ fn store(id: &str, kind: StoreKind, listing: String) -> StoreConfig {
         reserve_on_order: false,
         shared_pool: false,
         listings: [(listing, HERO.to_string())].into_iter().collect(),
-        allocation: [(HERO.to_string(), Allocation { share: 0.5, cap: None, floor: 0 })].into_iter().collect(),
+        allocation: [(HERO.to_string(), Allocation { share: 0.5, cap: None, floor: 0 })]
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -119,9 +124,17 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         daemon: DaemonConfig { instance_id: Some("demo".into()), schedules, ..DaemonConfig::default() },
         admin: AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), token: None },
         catalog: Catalog {
-            skus: [(HERO.to_string(), SkuDef { code: HERO.into(), kind_name: "handset".into(), kind: ComponentKind::Stock, safety_stock: 0 })]
-                .into_iter()
-                .collect(),
+            skus: [(
+                HERO.to_string(),
+                SkuDef {
+                    code: HERO.into(),
+                    kind_name: "handset".into(),
+                    kind: ComponentKind::Stock,
+                    safety_stock: 0,
+                },
+            )]
+            .into_iter()
+            .collect(),
             bundles: BTreeMap::new(),
         },
         operator: Some(OperatorConfig {
@@ -159,8 +172,19 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
 
     let store = crate::app::open_store(&config).await?;
-    let app = Arc::new(App::build_with(config, &AppOptions::default(), Arc::new(SystemClock), Some(sandbox.clone()), store.clone()).await?);
-    let daemon = Daemon::start(super::daemon::generation_of(app.clone()), store.clone(), DaemonOptions::default()).await?;
+    let app = Arc::new(
+        App::build_with(
+            config,
+            &AppOptions::default(),
+            Arc::new(SystemClock),
+            Some(sandbox.clone()),
+            store.clone(),
+        )
+        .await?,
+    );
+    let daemon =
+        Daemon::start(super::daemon::generation_of(app.clone()), store.clone(), DaemonOptions::default())
+            .await?;
 
     // The sale starts a few seconds in, so the first stock push lands before buyers come.
     let sale_start = Utc::now() + TimeDelta::seconds(4);
@@ -189,12 +213,14 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let total = Duration::from_secs(args.seconds + 4 + 20);
     let bar = indicatif::ProgressBar::new(total.as_secs());
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} s  {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} s  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let started = Instant::now();
     while started.elapsed() < total {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let orders = store.count_orders("tmall-flagship").await.unwrap_or(0) + store.count_orders("jd-flagship").await.unwrap_or(0);
+        let orders = store.count_orders("tmall-flagship").await.unwrap_or(0)
+            + store.count_orders("jd-flagship").await.unwrap_or(0);
         bar.set_position(started.elapsed().as_secs().min(total.as_secs()));
         bar.set_message(format!("{orders} orders ingested"));
     }
@@ -221,7 +247,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     }
     lags.sort_by(f64::total_cmp);
-    let calls = |map: BTreeMap<String, u64>| map.iter().filter(|(k, _)| !k.starts_with("error:")).map(|(_, v)| v).sum::<u64>();
+    let calls = |map: BTreeMap<String, u64>| {
+        map.iter().filter(|(k, _)| !k.starts_with("error:")).map(|(_, v)| v).sum::<u64>()
+    };
     println!();
     println!("{:<34} {:>10} {:>10}", "", "Tmall", "JD");
     println!(
@@ -231,9 +259,19 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         store.count_orders("jd-flagship").await?
     );
     println!("{:<34} {:>10} {:>10}", "units sold", tmall_sold, jd_sold);
-    println!("{:<34} {:>10} {:>10}", "shipments pushed", sandbox.top.shipments().len(), sandbox.jos.shipments().len());
+    println!(
+        "{:<34} {:>10} {:>10}",
+        "shipments pushed",
+        sandbox.top.shipments().len(),
+        sandbox.jos.shipments().len()
+    );
     println!("{:<34} {:>10} {:>10}", "API calls", calls(sandbox.top.calls()), calls(sandbox.jos.calls()));
-    println!("{:<34} {:>10} {:>10}", "buyers turned away (sold out)", sandbox.top.sold_out_orders().len(), sandbox.jos.sold_out_orders().len());
+    println!(
+        "{:<34} {:>10} {:>10}",
+        "buyers turned away (sold out)",
+        sandbox.top.sold_out_orders().len(),
+        sandbox.jos.sold_out_orders().len()
+    );
     println!();
     println!("units sold against stock:           {sold} of {UNITS}");
     println!("oversold:                           {}", (sold - UNITS).max(0));
@@ -244,7 +282,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         percentile(&lags, 0.99),
         lags.last().copied().unwrap_or(0.0)
     );
-    println!("  (orders are pulled every 2 s with a 1 s settle delay; with shares summing to 1 a sale on one");
+    println!(
+        "  (orders are pulled every 2 s with a 1 s settle delay; with shares summing to 1 a sale on one"
+    );
     println!("   store never changes the other store's quantity, so no cross-store push is waited for)");
     println!("database: {} ; runs: flagsync --config <config> runs", args.database.display());
     Ok(if sold > UNITS { ExitCode::FAILURE } else { ExitCode::SUCCESS })

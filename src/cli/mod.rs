@@ -1,8 +1,8 @@
 //! Command-line commands. Each returns an exit code; errors carry context for the operator.
 
 pub mod daemon;
-mod fulfilment;
 mod demo;
+mod fulfilment;
 mod inventory;
 
 use std::path::PathBuf;

@@ -248,11 +248,7 @@ impl Store {
     }
 
     /// Records listings seen on the marketplace (catalogue reads), keeping push state.
-    pub async fn upsert_listings(
-        &self,
-        store_id: &str,
-        seen: &[SeenListing],
-    ) -> Result<(), StoreError> {
+    pub async fn upsert_listings(&self, store_id: &str, seen: &[SeenListing]) -> Result<(), StoreError> {
         let now = Utc::now();
         with_pool!(self, write, pool => {
             let mut tx = pool.begin().await?;

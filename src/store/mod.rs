@@ -9,8 +9,8 @@
 mod inventory;
 mod leases;
 mod orders;
-mod reports;
 mod outbox;
+mod reports;
 mod runs;
 
 use std::str::FromStr;
@@ -27,8 +27,8 @@ pub(crate) use leases::fence_clause;
 pub use leases::{EpochMatch, FENCE_HOLDS_SQL, LeaseRow, RunRequest};
 pub use orders::{IngestStats, QuarantineRow, StoredOrder, StoredOrderSummary};
 pub use outbox::{
-    Consume, Finish, NewOutboxRow, OutboxCounts, OutboxFilter, OutboxKind, OutboxRow, OutboxState, WITHDRAWN_BEFORE_SENDING,
-    fulfil_key, ship_key, withdraw_key,
+    Consume, Finish, NewOutboxRow, OutboxCounts, OutboxFilter, OutboxKind, OutboxRow, OutboxState,
+    WITHDRAWN_BEFORE_SENDING, fulfil_key, ship_key, withdraw_key,
 };
 pub use runs::{JobRun, RunOutcome};
 

@@ -141,7 +141,7 @@ pub(super) const INSERT_ROW: &str = "INSERT INTO outbox (kind, store_id, order_i
 pub(super) const DROP_UNTRIED_FULFIL: &str = "UPDATE outbox SET state = 'dropped', dropped_reason = $1 \
      WHERE dedupe_key = $2 AND state = 'pending' AND attempts = 0 AND last_error IS NULL";
 
-pub(super) const FULFIL_STATE: &str = "SELECT state, attempts, CASE WHEN last_error IS NULL THEN 0 ELSE 1 END AS tried, \
+pub(super) const FULFIL_STATE: &str = "SELECT state, attempts, CAST(CASE WHEN last_error IS NULL THEN 0 ELSE 1 END AS BIGINT) AS tried, \
      next_attempt_at FROM outbox WHERE dedupe_key = $1";
 
 pub(super) const DROP_OPEN_FULFIL: &str = "UPDATE outbox SET state = 'dropped', dropped_reason = $1 WHERE dedupe_key = $2 AND state IN ('pending', 'dead')";

@@ -8,7 +8,10 @@ use super::{Store, StoreError, with_pool};
 impl Store {
     /// For every paid order of a store: when the marketplace says it was paid, and when
     /// flagsync first stored it.
-    pub async fn paid_to_ingested(&self, store_id: &str) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, StoreError> {
+    pub async fn paid_to_ingested(
+        &self,
+        store_id: &str,
+    ) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, StoreError> {
         let mut out = Vec::new();
         with_pool!(self, read, pool => {
             let rows = sqlx::query("SELECT paid_at, ingested_at FROM orders WHERE store_id = $1 AND paid_at IS NOT NULL")

@@ -5,8 +5,8 @@
 //!
 //! A request carries the order's lines mapped to operator SKUs (by the store's listing
 //! mappings, else the merchant code), the receiver and, for contract phones, the number,
-//! plan and package from `taobao.trade.wtvertical.get` (JD has no equivalent) and the
-//! number pool of the listing's bundle. Personal data goes to the operator and nowhere
+//! plan and package the connector read with the order (where the platform offers them)
+//! and the number pool of the listing's bundle. Personal data goes to the operator and nowhere
 //! else: it is never logged and never part of an error.
 
 use chrono::TimeDelta;
@@ -259,36 +259,36 @@ mod tests {
             line("11", "HY", 1, RefundState::None),
             line("12", "PHONE", 2, RefundState::Refunded),
         ]);
-        let request = build_request("tmall", "taobao", &order, Some(&rules())).unwrap();
+        let request = build_request("store-1", "alpha", &order, Some(&rules())).unwrap();
         let lines: Vec<(&str, &str, i64)> =
             request.lines.iter().map(|l| (l.line_id.as_str(), l.operator_sku.as_str(), l.quantity)).collect();
         assert_eq!(lines, vec![("11", "PHONE", 1), ("11~2", "CASE", 2)]);
         assert_eq!(request.number_pool.as_deref(), Some("POOL-1"));
         assert_eq!(request.contract.unwrap().plan_code, "P129");
         assert_eq!(market_line("11~2"), "11");
-        assert_eq!(market_line("5000#2"), "5000", "jd line ids pass through");
+        assert_eq!(market_line("5000#2"), "5000#2", "other suffixes pass through");
         assert_eq!(market_line("a~b"), "a~b");
     }
 
     #[test]
     fn an_unmapped_line_names_the_key_to_add_and_all_refunded_is_nothing_to_ship() {
         let unmapped = build_request(
-            "tmall",
-            "taobao",
+            "store-1",
+            "alpha",
             &order(vec![line("11", "NOPE", 1, RefundState::None)]),
             Some(&rules()),
         )
         .unwrap_err()
         .to_string();
-        assert!(unmapped.contains("stores.tmall.listings"), "{unmapped}");
+        assert!(unmapped.contains("stores.store-1.listings"), "{unmapped}");
         assert!(unmapped.contains("NOPE"), "{unmapped}");
         let refunded = order(vec![line("11", "PHONE", 1, RefundState::Refunded)]);
         assert_eq!(
-            build_request("tmall", "taobao", &refunded, Some(&rules())),
+            build_request("store-1", "alpha", &refunded, Some(&rules())),
             Err(BuildError::NothingToShip)
         );
         let plain =
-            build_request("tmall", "taobao", &order(vec![line("11", "ANY", 1, RefundState::None)]), None)
+            build_request("store-1", "alpha", &order(vec![line("11", "ANY", 1, RefundState::None)]), None)
                 .unwrap();
         assert_eq!(plain.lines[0].operator_sku, "ANY", "without a catalogue the merchant code is the sku");
     }

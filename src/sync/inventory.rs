@@ -20,13 +20,19 @@ pub struct InventoryReport {
 
 /// Pulls operator stock. `full` asks for everything (and replaces the ledger's levels);
 /// otherwise only changes after the stored watermark (a full pull when there is none).
+///
+/// Between reading the snapshot and applying it, the operator's shipment notices are
+/// pulled: every unit the snapshot no longer counts because it shipped is then already
+/// consumed in the ledger, so supply never dips while a notice is on its way.
 pub async fn sync_inventory(
     store: &Store,
     operator: &dyn OperatorApi,
     full: bool,
+    known_stores: &std::collections::BTreeSet<String>,
 ) -> Result<InventoryReport, SyncError> {
     let since = if full { None } else { store.watermark("stock").await? };
     let snapshot = operator.stock(since).await?;
+    crate::sync::shipments::pull_notices(store, operator, known_stores, chrono::Utc::now()).await?;
     if let Some(since) = since
         && !snapshot.full
         && snapshot.watermark < since

@@ -85,8 +85,10 @@ impl StoreSink<'_> {
         if batch.is_empty() && cursor.is_none() {
             return Ok(());
         }
-        let stats =
-            self.store.ingest_fenced(self.store_id, &batch, cursor.map(|c| (ORDERS_JOB, c)), self.rules, self.fence).await?;
+        let stats = self
+            .store
+            .ingest_fenced(self.store_id, &batch, cursor.map(|c| (ORDERS_JOB, c)), self.rules, self.fence)
+            .await?;
         self.stats.add(stats);
         Ok(())
     }
@@ -155,7 +157,15 @@ pub async fn sync_orders(
     let (start, end, moves_cursor) = match pull {
         OrderPull::Order(order_id) => {
             let fetched = market.fetch_order(order_id).await?;
-            let stats = store.ingest_fenced(store_id, &[fetched], None, options.reservations.as_deref(), options.fence.as_ref()).await?;
+            let stats = store
+                .ingest_fenced(
+                    store_id,
+                    &[fetched],
+                    None,
+                    options.reservations.as_deref(),
+                    options.fence.as_ref(),
+                )
+                .await?;
             report.received = 1;
             report.calls = 1;
             report.add(stats);

@@ -7,8 +7,8 @@
 //! a crash or a lost reply changes nothing.
 //!
 //! Backoff after the n-th failed attempt: **5 s, 15 s, 1 min, 5 min, 15 min, then every
-//! hour**; a platform's own wait (`retry_after`, e.g. TOP's "this ban will last for N more
-//! seconds" or the operator's `Retry-After`) is honoured when it is longer. A refusal that
+//! hour**; a platform's own wait (`retry_after`: the seconds a ban has left, or the
+//! operator's `Retry-After`) is honoured when it is longer. A refusal that
 //! will never succeed (`Rejected`) goes to the dead-letter list at once, anything else after
 //! [`MAX_ATTEMPTS`] attempts, with the platform's code and message as the reason.
 //!

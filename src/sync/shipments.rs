@@ -2,20 +2,20 @@
 //! imported from a CSV export) become `ship` outbox rows in the transaction that moves the
 //! watermark, and the worker pushes each to its marketplace.
 //!
-//! A push maps the operator's carrier name to the platform's code through `[carriers]`
-//! (Taobao company codes, JD numeric ids), reports IMEIs (Taobao `identCode`; JD's shipment
-//! call has no such parameter), ships split packages by sub-order (Taobao `sub_tid`; JD
-//! ships whole orders, so a second package of a JD order finds it shipped), and treats
-//! "already shipped" as done once the connector has re-read the order. A confirmed push
-//! consumes the order's reservations at the notice's stock watermark in the same
-//! transaction that marks the row done. A refusal because the order is held (paused,
-//! locked by a refund request) waits for the release, as fulfilment does; other refusals
-//! (a closed order, an unknown carrier) go to the dead-letter list with the reason.
+//! A push maps the operator's carrier name to the platform's code through `[carriers]`,
+//! reports IMEIs (where the platform's shipping call takes them), ships split packages by
+//! sub-order (where the platform can; elsewhere a second package finds the order shipped
+//! and counts as done), and treats "already shipped" as done once the connector has
+//! re-read the order. A confirmed push consumes the order's reservations at the notice's
+//! stock watermark in the same transaction that marks the row done. A refusal because the
+//! order is held (paused, locked by a refund request) waits for the release, as
+//! fulfilment does; other refusals (a closed order, an unknown carrier) go to the
+//! dead-letter list with the reason.
 //!
 //! A corrected waybill (`corrects`) replaces its original while the original has not
-//! reached the marketplace; once it has, neither platform's shipping call can change it
-//! (that takes the platforms' resend / modify APIs, which the connectors do not call), so
-//! the correction goes to the dead-letter list saying so.
+//! reached the marketplace; once it has, the shipping call cannot change it (that takes
+//! the platforms' resend / modify APIs, which the connectors do not call), so the
+//! correction goes to the dead-letter list saying so.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -177,6 +177,16 @@ pub async fn pull_notices(
             .collect::<Result<Vec<_>, _>>()
             .map_err(SyncError::Invalid)?;
         report.queued += store.enqueue_outbox(&rows, Some((SHIPMENTS_WATERMARK, batch.watermark))).await?;
+        // The operator confirmed these shipments: their reservations are consumed now, at
+        // the stock watermark that deducted them, so the ledger never counts a shipped unit
+        // as on hand and reserved at once (the marketplace push may come later).
+        for notice in batch.notices.iter().filter(|n| known.contains(&n.store_id)) {
+            let lines: Vec<String> =
+                notice.line_ids.iter().map(|l| crate::sync::fulfilment::market_line(l).to_string()).collect();
+            store
+                .consume_reservations(&notice.store_id, &notice.order_id, &lines, notice.stock_watermark)
+                .await?;
+        }
         report.notices += batch.notices.len() as u64;
         report.watermark = batch.watermark;
         if batch.notices.len() < PAGE as usize || batch.watermark == since {
@@ -359,10 +369,6 @@ mod tests {
             shipment.serials,
             vec![LineSerials { line_id: "11".into(), serials: vec!["A".into(), "B".into()] }]
         );
-        let carriers: BTreeMap<String, CarrierCodes> =
-            [("SF".to_string(), CarrierCodes { taobao: Some("SF".into()), jd: Some("467".into()) })].into();
-        assert_eq!(carrier_code(&carriers, "sf", "jd"), Some("467"));
-        assert_eq!(carrier_code(&carriers, "YTO", "taobao"), None);
         assert_eq!(toml_key("顺丰"), "\"顺丰\"");
     }
 }

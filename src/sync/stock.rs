@@ -177,7 +177,12 @@ pub async fn sync_stock(
             // Allocated listings move by the difference, atomically on the platform, so a
             // sale landing between our read and the push is kept (an absolute write would
             // sell it again).
-            updates.push((index, StockUpdate { listing: reference, quantity: shown - current }, state, Some(current)));
+            updates.push((
+                index,
+                StockUpdate { listing: reference, quantity: shown - current },
+                state,
+                Some(current),
+            ));
         } else {
             store
                 .save_listing_state(

@@ -23,8 +23,9 @@ pub fn classify_gateway(code: &str, sub_code: Option<&str>) -> ErrorKind {
         "18" | "19" => ErrorKind::Auth,
         "8" => ErrorKind::Transient,
         "4" | "5" | "7" | "11" | "12" | "14" | "15" => ErrorKind::Rejected,
-        _ if sub_code.is_some_and(|s| s.starts_with("isp.")) => ErrorKind::Transient,
-        _ => ErrorKind::Rejected,
+        // Codes the notes do not list (the gateway's service faults among them, such as a
+        // remote timeout) are retried a bounded number of times rather than given up on.
+        _ => ErrorKind::Transient,
     }
 }
 

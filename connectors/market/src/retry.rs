@@ -52,7 +52,11 @@ impl RetryPolicy {
     /// Like [`RetryPolicy::run`], for calls that must not be applied twice (incremental
     /// stock changes): an ambiguous failure (no complete reply, or one that cannot be read)
     /// is returned at once instead of retried, since the call may have landed.
-    pub async fn run_not_twice<T, F, Fut>(&self, jitter: impl FnMut() -> f64, call: F) -> Result<T, ConnectorError>
+    pub async fn run_not_twice<T, F, Fut>(
+        &self,
+        jitter: impl FnMut() -> f64,
+        call: F,
+    ) -> Result<T, ConnectorError>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, ConnectorError>>,

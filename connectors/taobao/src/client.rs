@@ -88,7 +88,10 @@ impl Client {
         calls: &AtomicU64,
         parse: Parser<T>,
     ) -> Result<T, ConnectorError> {
-        self.config.retry.run_not_twice(rand::random::<f64>, |_attempt| self.call(api, params, calls, parse)).await
+        self.config
+            .retry
+            .run_not_twice(rand::random::<f64>, |_attempt| self.call(api, params, calls, parse))
+            .await
     }
 
     /// Attempts under the retry policy; for reads and absolute writes only, since a lost

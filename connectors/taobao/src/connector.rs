@@ -314,7 +314,11 @@ impl TaobaoConnector {
     }
 
     /// Full (type 1) or incremental (type 2) quantity updates, grouped per item.
-    async fn push_quantities(&self, updates: &[StockUpdate], incremental: bool) -> Result<Vec<StockResult>, ConnectorError> {
+    async fn push_quantities(
+        &self,
+        updates: &[StockUpdate],
+        incremental: bool,
+    ) -> Result<Vec<StockResult>, ConnectorError> {
         let mut outcomes: Vec<Option<Result<i64, ConnectorError>>> = vec![None; updates.len()];
         // Group by item, keeping first-appearance order; a listing named twice is sent once
         // with its last quantity.
