@@ -3,8 +3,11 @@
 
 pub mod targets;
 
+/// A target: raw fuzzer bytes in, a panic when an invariant breaks.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the `replay` tool.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("top", targets::top),
     ("jos", targets::jos),
     ("operator", targets::operator),

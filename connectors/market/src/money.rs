@@ -14,7 +14,8 @@ pub fn yuan_to_fen(text: &str) -> Result<i64, String> {
     if value.is_sign_negative() && !value.is_zero() {
         return Err(format!("amount {text:?} is negative"));
     }
-    let fen = value.checked_mul(Decimal::ONE_HUNDRED).ok_or_else(|| format!("amount {text:?} is out of range"))?;
+    let fen =
+        value.checked_mul(Decimal::ONE_HUNDRED).ok_or_else(|| format!("amount {text:?} is out of range"))?;
     if fen.fract() != Decimal::ZERO {
         return Err(format!("amount {text:?} has fractions of a fen"));
     }

@@ -48,7 +48,8 @@ fn is_service_rejection(sub_code: &str) -> bool {
 pub fn classify(api: &str, error: &TopError) -> ConnectorError {
     let sub_code = error.sub_code.as_deref().unwrap_or("");
     let code: Option<i64> = error.code.trim().parse().ok();
-    let msg = if error.msg.trim().is_empty() { format!("error code {}", error.code) } else { error.msg.clone() };
+    let msg =
+        if error.msg.trim().is_empty() { format!("error code {}", error.code) } else { error.msg.clone() };
     let mut message = match error.sub_msg.as_deref().filter(|m| !m.is_empty()) {
         Some(sub_msg) => format!("{msg}: {sub_msg}"),
         None => msg,
