@@ -311,6 +311,15 @@ impl Daemon {
             tracing::warn!(cancelled, "drain timeout reached: cancelling the runs still in flight");
             inner.wait_idle(Instant::now() + Duration::from_secs(10)).await;
         }
+        inner.stopped.trigger();
+        for mut task in self.tasks.drain(..) {
+            // The admin API waits for open requests; a client that hangs on does not hold
+            // the exit up for long.
+            if tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+        // Only now, with the lease keeper stopped, can no renewal or claim race the release.
         let held: Vec<(String, i64)> = inner.lock().held.drain().collect();
         for (key, epoch) in held {
             if let Err(error) = inner.store.release_lease(&key, &inner.instance, epoch).await {
@@ -319,14 +328,6 @@ impl Daemon {
         }
         if let Err(error) = inner.store.remove_instance(&inner.instance).await {
             tracing::warn!(error = %error, "could not unregister the instance");
-        }
-        inner.stopped.trigger();
-        for mut task in self.tasks.drain(..) {
-            // The admin API waits for open requests; a client that hangs on does not hold
-            // the exit up for long.
-            if tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err() {
-                task.abort();
-            }
         }
         tracing::info!("daemon stopped");
         Ok(())
