@@ -132,3 +132,20 @@ fn f2_huge_amounts_are_refused_not_a_panic() {
         other => panic!("the order must be quarantined naming orderTotalPrice, got {other:?}"),
     }
 }
+
+/// F3 (fuzz target `csv`): chrono's `%Y` takes a sign, so a shipped_at of
+/// `-2026-11-11 02:00:00` (a stray minus in a hand-edited file) was accepted as a time in
+/// 2027 BC. The same lax parse sits in `parse_beijing` (TOP/JOS times) and in the admin
+/// API's `since`/`until` params.
+#[test]
+fn f3_signed_years_are_refused() {
+    let csv = "store,order_id,carrier,waybill,shipped_at\ntmall,401,SF,SF1,-2026-11-11 02:00:00\n";
+    let (rows, errors) = flagsync_operator::parse_shipments_csv(csv);
+    assert!(rows.is_empty(), "accepted {rows:?}");
+    assert!(errors.iter().any(|e| e.column == "shipped_at"), "{errors:?}");
+
+    assert_eq!(flagsync_market::time::parse_beijing("-2026-11-11 00:00:00"), None);
+
+    let params = serde_json::json!({"since": "-2026-11-11 00:00:00", "until": "2026-11-11 08:00:00"});
+    assert!(flagsync::runner::order_pull(&params).is_err(), "a signed year passed as params.since");
+}

@@ -562,6 +562,9 @@ fn parse_serials(pairs: &[String]) -> anyhow::Result<Vec<LineSerials>> {
 /// Beijing wall-clock time (`YYYY-MM-DD HH:MM:SS`, what ops read on the marketplace) or
 /// RFC 3339 with an explicit offset.
 pub fn parse_time(text: &str, flag: &str) -> anyhow::Result<DateTime<Utc>> {
+    if !text.trim().starts_with(|c: char| c.is_ascii_digit()) {
+        bail!("{flag} {text:?}: expected \"YYYY-MM-DD HH:MM:SS\" (Beijing time) or RFC 3339");
+    }
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&Utc));
     }

@@ -29,6 +29,10 @@ pub fn parse_beijing(text: &str) -> Option<DateTime<Utc>> {
     if text.is_empty() || text.starts_with("0001-01-01") || text.starts_with("1970-01-01 00:00:00") {
         return None;
     }
+    // chrono's %Y accepts a sign; a year must start with a digit.
+    if !text.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
     let base = text.get(..19)?;
     let naive = NaiveDateTime::parse_from_str(base, FORMAT).ok()?;
     beijing().from_local_datetime(&naive).single().map(|t| t.with_timezone(&Utc))

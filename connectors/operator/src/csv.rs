@@ -253,6 +253,10 @@ pub fn parse_stock_csv(text: &str) -> Result<Vec<SkuLevel>, CsvErrors> {
 
 /// `YYYY-MM-DD HH:MM:SS` as Beijing time, or RFC 3339 with its own offset.
 fn parse_shipped_at(text: &str) -> Result<DateTime<Utc>, String> {
+    // chrono's %Y accepts a sign: a stray minus would mean a year BC.
+    if !text.trim().is_empty() && !text.trim().starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!("{:?} is not a time (YYYY-MM-DD HH:MM:SS Beijing, or RFC 3339)", text.trim()));
+    }
     if text.is_empty() {
         return Err("missing value".into());
     }
