@@ -177,7 +177,7 @@ mod tests {
             ("5", None, ErrorKind::Rejected),
             ("7", None, ErrorKind::Rejected),
             ("8", None, ErrorKind::Transient),
-            ("2001", None, ErrorKind::Rejected),
+            ("2001", None, ErrorKind::Transient),
             ("66", Some("isp.internal-error"), ErrorKind::Transient),
         ];
         for (code, sub, kind) in table {
