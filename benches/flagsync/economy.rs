@@ -1,0 +1,239 @@
+//! Bench 3, API economy: a scenario day on a Tmall and a JD store (allocated shares, stock
+//! changing at the operator all day) run as the daemon would, every call counted by the
+//! sandboxes per API and set against the fewest calls the platforms' page and batch limits
+//! allow for the same work.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::TimeDelta;
+use flagsync::app::{App, AppOptions};
+use flagsync::config::Gateway;
+use flagsync::jobs::{JobKind, OPERATOR_SCOPE};
+use flagsync::sync::orders::OrderSyncReport;
+use flagsync_market::Clock;
+use flagsync_sandbox::clock::SimClock;
+use flagsync_sandbox::jos::JosConfig;
+use flagsync_sandbox::scenario::{ScenarioConfig, generate};
+use flagsync_sandbox::top::TopConfig;
+use rand::{Rng, SeedableRng};
+
+use crate::common::{
+    Backend, BenchDb, Report, SandboxClock, base_config, bench_retry, handset_catalog, operator_config,
+    start_sandbox, store_config,
+};
+use crate::lag::job;
+
+const BENCH: &str = "economy";
+const TOP_PAGE: u64 = 100;
+const JOS_PAGE: u64 = 50;
+const STOCK_BATCH: u64 = 20;
+
+fn pages(rows: u64, per_page: u64) -> u64 {
+    rows.div_ceil(per_page).max(1)
+}
+
+/// Fewest calls per API, accumulated run by run from what each run had to do.
+#[derive(Default)]
+struct Minimum {
+    calls: BTreeMap<String, u64>,
+}
+
+impl Minimum {
+    fn add(&mut self, api: &str, calls: u64) {
+        *self.calls.entry(api.to_string()).or_default() += calls;
+    }
+}
+
+fn diff(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(api, n)| (api.clone(), n - before.get(api).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+type Grants = BTreeMap<(String, String), Option<i64>>;
+
+async fn grants(app: &App, store: &str) -> anyhow::Result<Grants> {
+    Ok(app
+        .store
+        .listings(store)
+        .await?
+        .into_iter()
+        .map(|row| ((row.item_id, row.sku_id), row.state.grant))
+        .collect())
+}
+
+fn moved_grants(before: &Grants, after: &Grants) -> Vec<(String, String)> {
+    after.iter().filter(|(key, grant)| before.get(*key) != Some(grant)).map(|(key, _)| key.clone()).collect()
+}
+
+pub async fn run(quick: bool, report: &mut Report) -> anyhow::Result<()> {
+    let (orders, listings, hours) = if quick { (2_000, 200, 4) } else { (20_000, 2_000, 24) };
+    let interval = Duration::from_secs(300);
+    let db = BenchDb::open(Backend::Sqlite, "economy").await?.context("sqlite is always there")?;
+    let day = ScenarioConfig::default().start;
+    let clock = SimClock::manual(day);
+    let top = TopConfig { listings, contract_listings: 0, initial_quantity: 0, ..TopConfig::default() };
+    let jos = JosConfig { listings, contract_listings: 0, initial_quantity: 0, ..JosConfig::default() };
+    let sandbox = start_sandbox(&clock, top, jos).await?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(31);
+    for n in 0..listings {
+        sandbox.operator.set_on_hand(&format!("SKU-{n:05}"), "WH-HZ-01", rng.random_range(50..500));
+    }
+    let mut config = base_config(
+        vec![store_config("tmall", "taobao", Gateway::Sandbox), store_config("jd", "jd", Gateway::Sandbox)],
+        handset_catalog(listings),
+    );
+    config.sync.settle_delay = Duration::from_secs(30);
+    config.sync.overlap = Duration::from_secs(60);
+    config.operator = Some(operator_config());
+    // The stores' listings are known from the catalogue read before the day starts.
+    let options = AppOptions { retry: bench_retry(), ..AppOptions::default() };
+    let client_clock: Arc<dyn Clock> = Arc::new(SandboxClock(clock.clone()));
+    let app =
+        App::build_with(config, &options, client_clock, Some(sandbox.clone()), db.store.clone()).await?;
+    for (store, platform) in [("tmall", "top"), ("jd", "jos")] {
+        let seen: Vec<crate::common::SeenListing> = (0..listings)
+            .map(|n| {
+                let (item, sku) = if platform == "top" {
+                    let l = sandbox.top.listing(n);
+                    (l.num_iid.to_string(), l.sku_id.to_string())
+                } else {
+                    let l = sandbox.jos.listing(n);
+                    (l.ware_id.to_string(), l.sku_id.to_string())
+                };
+                (item, Some(sku), Some(format!("SKU-{n:05}")), None)
+            })
+            .collect();
+        app.store.upsert_listings(store, &seen).await?;
+    }
+    let per_store = ScenarioConfig {
+        orders: orders / 2,
+        listings,
+        contract_listings: 0,
+        hold_share: 0.0,
+        duration: TimeDelta::hours(hours),
+        start: day,
+        ..ScenarioConfig::default()
+    };
+    sandbox.top.load_scenario(generate(&ScenarioConfig { seed: 41, ..per_store.clone() }));
+    sandbox.jos.load_scenario(generate(&ScenarioConfig { seed: 42, ..per_store.clone() }));
+
+    // The first cycle publishes every listing (start-up); the rest is the steady state.
+    let mut minimum = Minimum::default();
+    let mut first: Option<(BTreeMap<String, u64>, BTreeMap<String, u64>)> = None;
+    let cycles = hours * 3600 / interval.as_secs() as i64;
+    for cycle in 0..=cycles {
+        for (store, list, per_page) in [
+            ("tmall", "taobao.trades.sold.increment.get", TOP_PAGE),
+            ("jd", "jingdong.pop.order.search", JOS_PAGE),
+        ] {
+            let pulled: OrderSyncReport = serde_json::from_value(job(&app, store, JobKind::Orders).await?)?;
+            let changed = pulled.inserted + pulled.updated;
+            if first.is_some() {
+                minimum.add(list, pages(changed, per_page));
+                if store == "tmall" {
+                    minimum.add("taobao.trade.fullinfo.get", changed);
+                }
+            }
+        }
+        job(&app, OPERATOR_SCOPE, JobKind::Inventory).await?;
+        let top_writes = sandbox.top.stock_writes().len();
+        let jos_writes = sandbox.jos.stock_writes().len();
+        let grants_before = grants(&app, "tmall").await?;
+        let jd_grants_before = grants(&app, "jd").await?;
+        job(&app, "tmall", JobKind::Stock).await?;
+        job(&app, "jd", JobKind::Stock).await?;
+        if first.is_some() {
+            let mut by_item: BTreeMap<i64, u64> = BTreeMap::new();
+            for write in &sandbox.top.stock_writes()[top_writes..] {
+                *by_item.entry(write.num_iid).or_default() += 1;
+            }
+            minimum
+                .add("taobao.skus.quantity.update", by_item.values().map(|n| n.div_ceil(STOCK_BATCH)).sum());
+            // A listing whose grant moved needs its live quantity: TOP reads a whole item per
+            // call, JOS one SKU per call.
+            let moved = moved_grants(&grants_before, &grants(&app, "tmall").await?);
+            let items: BTreeSet<&str> = moved.iter().map(|(item, _)| item.as_str()).collect();
+            minimum.add("taobao.item.seller.get", items.len() as u64);
+            let jd_moved = moved_grants(&jd_grants_before, &grants(&app, "jd").await?);
+            minimum.add("jingdong.ware.stock.sku.query", jd_moved.len() as u64);
+            let jd_written = (sandbox.jos.stock_writes().len() - jos_writes) as u64;
+            minimum.add("jingdong.ware.stock.sku.set", jd_written.div_ceil(STOCK_BATCH));
+        } else {
+            first = Some((sandbox.top.calls(), sandbox.jos.calls()));
+        }
+        // The operator's stock moves all day: 1 % of SKUs change every cycle.
+        for _ in 0..(listings / 100).max(1) {
+            let n = rng.random_range(0..listings);
+            sandbox.operator.set_on_hand(&format!("SKU-{n:05}"), "WH-HZ-01", rng.random_range(50..500));
+        }
+        if cycle < cycles {
+            clock.advance(TimeDelta::from_std(interval).unwrap_or_default());
+        }
+    }
+    let (top_first, jos_first) = first.unwrap_or_default();
+    let top_steady = diff(&sandbox.top.calls(), &top_first);
+    let jos_steady = diff(&sandbox.jos.calls(), &jos_first);
+    report.note(
+        BENCH,
+        format!(
+            "{orders} orders, {listings} listings per store, {hours} h at one cycle per {} s ({} cycles); \
+             steady state = every cycle after the first",
+            interval.as_secs(),
+            cycles + 1
+        ),
+    );
+    let mut refused = 0;
+    let mut total = 0;
+    for (platform, calls) in [("top", &top_steady), ("jos", &jos_steady)] {
+        for (api, count) in calls {
+            if api.starts_with("error:") {
+                refused += count;
+                report.figure(BENCH, format!("{platform} {api} replies"), *count as f64, "calls");
+                continue;
+            }
+            total += count;
+            match minimum.calls.get(api) {
+                Some(&least) if least > 0 => {
+                    let ratio = *count as f64 / least as f64;
+                    report.figure(
+                        BENCH,
+                        format!("{platform} {api} calls (min {least})"),
+                        *count as f64,
+                        "calls",
+                    );
+                    report.judged(
+                        BENCH,
+                        format!("{platform} {api} / minimum"),
+                        ratio,
+                        "ratio",
+                        "<= 1.2",
+                        ratio <= 1.2,
+                    );
+                }
+                _ => report.figure(
+                    BENCH,
+                    format!("{platform} {api} calls (no minimum)"),
+                    *count as f64,
+                    "calls",
+                ),
+            }
+        }
+    }
+    report.figure(BENCH, "steady-state calls per simulated day", total as f64 * 24.0 / hours as f64, "calls");
+    report.judged(
+        BENCH,
+        "error replies in steady state",
+        refused as f64,
+        "calls",
+        "0 refused for quota",
+        refused == 0,
+    );
+    db.close().await;
+    Ok(())
+}

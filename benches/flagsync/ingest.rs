@@ -1,0 +1,476 @@
+//! Bench 1, ingest throughput: a Tmall store's orders from sandbox pages through signing,
+//! HTTP, parsing, idempotent upsert, reservations and outbox rows, against the storage limit
+//! (the same rows inserted straight into the same database by the fastest plain method).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use flagsync::app::{App, AppOptions};
+use flagsync::config::Gateway;
+use flagsync::sync::orders::{OrderPull, sync_orders};
+use flagsync_market::{Clock, Fetched, Order, OrderSink, OrderStatus, SinkError, TimeWindow};
+use flagsync_sandbox::clock::SimClock;
+use flagsync_sandbox::jos::JosConfig;
+use flagsync_sandbox::scenario::{ScenarioConfig, generate};
+use flagsync_sandbox::top::TopConfig;
+use sqlx::QueryBuilder;
+
+use crate::common::{
+    Backend, BenchDb, Report, SandboxClock, base_config, bench_retry, handset_catalog, start_sandbox,
+    store_config,
+};
+
+const BENCH: &str = "ingest";
+const STORE: &str = "tmall";
+const LISTINGS: usize = 20;
+
+/// Keeps every batch a connector hands over, and claims every candidate is new.
+#[derive(Default)]
+struct CaptureSink {
+    batches: Vec<Vec<Fetched>>,
+}
+
+#[async_trait]
+impl OrderSink for CaptureSink {
+    async fn select_changed(
+        &mut self,
+        candidates: &[(String, DateTime<Utc>)],
+    ) -> Result<Vec<bool>, SinkError> {
+        Ok(vec![true; candidates.len()])
+    }
+
+    async fn accept(&mut self, batch: Vec<Fetched>) -> Result<(), SinkError> {
+        self.batches.push(batch);
+        Ok(())
+    }
+}
+
+pub async fn run(quick: bool, report: &mut Report) -> anyhow::Result<()> {
+    let orders = if quick { 2_000 } else { 100_000 };
+    let duration = TimeDelta::hours(12);
+    let scenario = ScenarioConfig {
+        seed: 7,
+        orders,
+        duration,
+        listings: LISTINGS,
+        contract_listings: 0,
+        hold_share: 0.0,
+        ..ScenarioConfig::default()
+    };
+    let start = scenario.start;
+    // Every event (payments, refunds hours later) lies in the past: one pull sees them all.
+    let clock = SimClock::manual(start + duration + TimeDelta::hours(8));
+    let top = TopConfig {
+        listings: LISTINGS,
+        contract_listings: 0,
+        initial_quantity: 1_000_000_000,
+        ..TopConfig::default()
+    };
+    let sandbox = start_sandbox(&clock, top, JosConfig::default()).await?;
+    sandbox.top.load_scenario(generate(&scenario));
+    let trades = sandbox.top.trades().len();
+    report.note(
+        BENCH,
+        format!("{trades} trades in the sandbox ({orders} scenario orders over 12 h, all in the past)"),
+    );
+
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(db) = BenchDb::open(backend, "ingest").await? else {
+            report.note(
+                BENCH,
+                format!("{} NOT RUN: set {} to measure it", backend.name(), crate::common::PG_ENV),
+            );
+            continue;
+        };
+        let mut config =
+            base_config(vec![store_config(STORE, "taobao", Gateway::Sandbox)], handset_catalog(LISTINGS));
+        config.sync.initial_lookback = Duration::from_secs(24 * 3600);
+        let options = AppOptions { retry: bench_retry(), ..AppOptions::default() };
+        let client_clock: Arc<dyn Clock> = Arc::new(SandboxClock(clock.clone()));
+        let app =
+            App::build_with(config, &options, client_clock, Some(sandbox.clone()), db.store.clone()).await?;
+        let market = app.market(STORE)?.clone();
+        let sync_options = app.order_sync_options_for(STORE);
+
+        // The whole pipeline, as the orders job runs it.
+        let began = Instant::now();
+        let pulled = sync_orders(
+            &app.store,
+            STORE,
+            market.as_ref(),
+            app.clock.as_ref(),
+            &sync_options,
+            &OrderPull::Incremental,
+        )
+        .await?;
+        let total = began.elapsed();
+        if pulled.inserted as usize != trades {
+            bail!("{}: the pull stored {} of {trades} trades", backend.name(), pulled.inserted);
+        }
+        let rate = trades as f64 / total.as_secs_f64();
+        let name = backend.name();
+        report.figure(BENCH, format!("{name} pipeline orders/s"), rate, "orders/s");
+        report.figure(BENCH, format!("{name} pipeline calls"), pulled.calls as f64, "calls");
+
+        // The HTTP + parse half alone (same windows, a sink that keeps batches in memory).
+        let now = clock.now();
+        let window = sync_options.window.min(market.limits().max_window);
+        let window = TimeDelta::from_std(window).unwrap_or(TimeDelta::hours(1));
+        let (from, until) = (
+            now - TimeDelta::from_std(sync_options.initial_lookback).unwrap_or(TimeDelta::days(1)),
+            now - TimeDelta::from_std(sync_options.settle_delay).unwrap_or_default(),
+        );
+        let mut sink = CaptureSink::default();
+        let began = Instant::now();
+        let mut at = from;
+        while at < until {
+            let end = (at + window).min(until);
+            market.pull_orders(TimeWindow { start: at, end }, &mut sink).await.context("http-only pull")?;
+            at = end;
+        }
+        let http = began.elapsed();
+        let batches = sink.batches;
+
+        // The store half alone: the product's ingest of the same batches into a fresh database.
+        let Some(fresh) = BenchDb::open(backend, "ingest_store").await? else { continue };
+        fresh.store.register_store(STORE, "taobao").await?;
+        let rules = app.reservation_rules(STORE);
+        let began = Instant::now();
+        for batch in &batches {
+            fresh.store.ingest(STORE, batch, None, rules.as_deref()).await?;
+        }
+        let store_time = began.elapsed();
+        fresh.close().await;
+        let store_rate = trades as f64 / store_time.as_secs_f64();
+        report.figure(BENCH, format!("{name} store ingest alone orders/s"), store_rate, "orders/s");
+        report.figure(
+            BENCH,
+            format!("{name} http+parse alone orders/s"),
+            trades as f64 / http.as_secs_f64(),
+            "orders/s",
+        );
+        let halves = (http + store_time).as_secs_f64();
+        report.figure(
+            BENCH,
+            format!("{name} share of time in http+parse"),
+            http.as_secs_f64() / halves,
+            "ratio",
+        );
+        report.figure(
+            BENCH,
+            format!("{name} share of time in store"),
+            store_time.as_secs_f64() / halves,
+            "ratio",
+        );
+
+        // The storage limit: the same rows, straight in.
+        let Some(limit_db) = BenchDb::open(backend, "ingest_limit").await? else { continue };
+        limit_db.store.register_store(STORE, "taobao").await?;
+        let latest = latest_orders(&batches);
+        let began = Instant::now();
+        match backend {
+            Backend::Sqlite => insert_sqlite(&limit_db.url, &latest).await?,
+            Backend::Postgres => insert_postgres(&limit_db, &latest).await?,
+        }
+        let limit_time = began.elapsed();
+        let stored = limit_db.store.count_orders(STORE).await?;
+        limit_db.close().await;
+        if stored as usize != latest.len() {
+            bail!("{name}: the storage-limit insert stored {stored} of {} orders", latest.len());
+        }
+        let limit = latest.len() as f64 / limit_time.as_secs_f64();
+        report.figure(BENCH, format!("{name} storage limit orders/s"), limit, "orders/s");
+        let ratio = rate / limit;
+        match backend {
+            Backend::Sqlite => report.judged(
+                BENCH,
+                "sqlite pipeline / storage limit",
+                ratio,
+                "ratio",
+                ">= 0.5",
+                ratio >= 0.5,
+            ),
+            Backend::Postgres => report.figure(BENCH, "postgres pipeline / storage limit", ratio, "ratio"),
+        }
+        report.figure(
+            BENCH,
+            format!("{name} store ingest alone / storage limit"),
+            store_rate / limit,
+            "ratio",
+        );
+        db.close().await;
+    }
+    Ok(())
+}
+
+/// The newest copy of every order the batches carry.
+fn latest_orders(batches: &[Vec<Fetched>]) -> Vec<Order> {
+    let mut latest: BTreeMap<&str, &Order> = BTreeMap::new();
+    for fetched in batches.iter().flatten() {
+        if let Fetched::Order(order) = fetched {
+            let keep = latest.get(order.order_id.as_str()).is_none_or(|o| o.modified_at <= order.modified_at);
+            if keep {
+                latest.insert(&order.order_id, order);
+            }
+        }
+    }
+    latest.into_values().cloned().collect()
+}
+
+/// The columns the product writes, computed the same way (detail JSON, a fingerprint).
+struct OrderRow<'a> {
+    order: &'a Order,
+    detail: String,
+    fingerprint: String,
+}
+
+fn order_rows(orders: &[Order]) -> anyhow::Result<Vec<OrderRow<'_>>> {
+    orders
+        .iter()
+        .map(|order| {
+            let detail = serde_json::to_string(&serde_json::json!({
+                "buyer": order.buyer, "receiver": order.receiver, "contract": order.contract,
+            }))?;
+            let fingerprint = {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                (&order.order_id, order.modified_at.timestamp(), &detail).hash(&mut hasher);
+                format!("{:016x}", hasher.finish())
+            };
+            Ok(OrderRow { order, detail, fingerprint })
+        })
+        .collect()
+}
+
+fn holds(order: &Order) -> bool {
+    order.status.is_open_paid() || matches!(order.status, OrderStatus::Shipped | OrderStatus::Completed)
+}
+
+const ROWS_PER_STATEMENT: usize = 100;
+const ROWS_PER_TRANSACTION: usize = 10_000;
+
+/// SQLite: multi-row `VALUES` of 100 rows, 10,000 orders per transaction, the store's
+/// pragmas (WAL, synchronous FULL, foreign keys).
+async fn insert_sqlite(url: &str, orders: &[Order]) -> anyhow::Result<()> {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+    use std::str::FromStr;
+    let options = SqliteConnectOptions::from_str(url)?
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true);
+    let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+    let rows = order_rows(orders)?;
+    let now = Utc::now();
+    for chunk in rows.chunks(ROWS_PER_TRANSACTION) {
+        let mut tx = pool.begin().await?;
+        for part in chunk.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::new(
+                "INSERT INTO orders (store_id, order_id, status, status_rank, platform_status, created_at, modified_at, \
+                 paid_at, total_fen, payment_fen, post_fee_fen, detail, raw, fingerprint, revisions, ingested_at, updated_at) ",
+            );
+            q.push_values(part, |mut b, r| {
+                let o = r.order;
+                b.push_bind(STORE)
+                    .push_bind(&o.order_id)
+                    .push_bind(o.status.as_str())
+                    .push_bind(1_i64)
+                    .push_bind(&o.platform_status)
+                    .push_bind(o.created_at)
+                    .push_bind(o.modified_at)
+                    .push_bind(o.paid_at)
+                    .push_bind(o.total_fen)
+                    .push_bind(o.payment_fen)
+                    .push_bind(o.post_fee_fen)
+                    .push_bind(&r.detail)
+                    .push_bind(&o.raw)
+                    .push_bind(&r.fingerprint)
+                    .push_bind(1_i64)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            q.build().execute(&mut *tx).await?;
+            let lines: Vec<(&Order, &flagsync_market::OrderLine)> =
+                part.iter().flat_map(|r| r.order.lines.iter().map(move |l| (r.order, l))).collect();
+            let mut q = QueryBuilder::new(
+                "INSERT INTO order_lines (store_id, order_id, line_id, item_id, sku_id, outer_sku_id, title, quantity, \
+                 price_fen, payment_fen, refund, platform_status) ",
+            );
+            q.push_values(&lines, |mut b, (o, l)| {
+                b.push_bind(STORE)
+                    .push_bind(&o.order_id)
+                    .push_bind(&l.line_id)
+                    .push_bind(&l.item_id)
+                    .push_bind(&l.sku_id)
+                    .push_bind(&l.outer_sku_id)
+                    .push_bind(&l.title)
+                    .push_bind(l.quantity)
+                    .push_bind(l.price_fen)
+                    .push_bind(l.payment_fen)
+                    .push_bind("none")
+                    .push_bind(&l.platform_status);
+            });
+            q.build().execute(&mut *tx).await?;
+            let held: Vec<(&Order, &flagsync_market::OrderLine)> =
+                lines.iter().copied().filter(|(o, _)| holds(o)).collect();
+            if !held.is_empty() {
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO reservations (store_id, order_id, line_id, component, listing, quantity, state, \
+                     ordered_at, created_at) ",
+                );
+                q.push_values(&held, |mut b, (o, l)| {
+                    b.push_bind(STORE)
+                        .push_bind(&o.order_id)
+                        .push_bind(&l.line_id)
+                        .push_bind(format!("sku:{}", l.outer_sku_id.as_deref().unwrap_or_default()))
+                        .push_bind(format!("{}:{}", l.item_id, l.sku_id.as_deref().unwrap_or_default()))
+                        .push_bind(l.quantity)
+                        .push_bind("open")
+                        .push_bind(o.paid_at.unwrap_or(o.created_at))
+                        .push_bind(now);
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            let paid: Vec<&Order> =
+                part.iter().map(|r| r.order).filter(|o| o.status == OrderStatus::Paid).collect();
+            if !paid.is_empty() {
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO outbox (kind, store_id, order_id, dedupe_key, payload, state, attempts, \
+                     next_attempt_at, created_at) ",
+                );
+                q.push_values(&paid, |mut b, o| {
+                    b.push_bind("fulfil")
+                        .push_bind(STORE)
+                        .push_bind(&o.order_id)
+                        .push_bind(format!("fulfil:{STORE}:{}", o.order_id))
+                        .push_bind("{}")
+                        .push_bind("pending")
+                        .push_bind(0_i64)
+                        .push_bind(o.modified_at)
+                        .push_bind(now);
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+    }
+    pool.close().await;
+    Ok(())
+}
+
+/// PostgreSQL: `INSERT ... SELECT FROM UNNEST(arrays)`, one prepared statement per table,
+/// 10,000 orders per statement and transaction.
+async fn insert_postgres(db: &BenchDb, orders: &[Order]) -> anyhow::Result<()> {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use std::str::FromStr;
+    let schema = db.schema.clone().unwrap_or_default();
+    let options = PgConnectOptions::from_str(&db.url)?.options([("search_path", schema.as_str())]);
+    let pool = PgPoolOptions::new().max_connections(1).connect_with(options).await?;
+    let rows = order_rows(orders)?;
+    let now = Utc::now();
+    for chunk in rows.chunks(ROWS_PER_TRANSACTION) {
+        let mut tx = pool.begin().await?;
+        let col = |f: &dyn Fn(&Order) -> String| chunk.iter().map(|r| f(r.order)).collect::<Vec<String>>();
+        let order_ids = col(&|o| o.order_id.clone());
+        let statuses = col(&|o| o.status.as_str().to_string());
+        let platform = col(&|o| o.platform_status.clone());
+        let raws = col(&|o| o.raw.clone());
+        let details: Vec<String> = chunk.iter().map(|r| r.detail.clone()).collect();
+        let prints: Vec<String> = chunk.iter().map(|r| r.fingerprint.clone()).collect();
+        let created: Vec<DateTime<Utc>> = chunk.iter().map(|r| r.order.created_at).collect();
+        let modified: Vec<DateTime<Utc>> = chunk.iter().map(|r| r.order.modified_at).collect();
+        let paid_at: Vec<Option<DateTime<Utc>>> = chunk.iter().map(|r| r.order.paid_at).collect();
+        let money = |f: &dyn Fn(&Order) -> i64| chunk.iter().map(|r| f(r.order)).collect::<Vec<i64>>();
+        sqlx::query(
+            "INSERT INTO orders (store_id, order_id, status, status_rank, platform_status, created_at, modified_at, \
+             paid_at, total_fen, payment_fen, post_fee_fen, detail, raw, fingerprint, revisions, ingested_at, updated_at) \
+             SELECT $1, o, s, 1, ps, c, m, p, t, pay, post, d, r, f, 1, $2, $2 FROM UNNEST($3::text[], $4::text[], \
+             $5::text[], $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::bigint[], $10::bigint[], \
+             $11::bigint[], $12::text[], $13::text[], $14::text[]) AS u(o, s, ps, c, m, p, t, pay, post, d, r, f)",
+        )
+        .bind(STORE)
+        .bind(now)
+        .bind(&order_ids)
+        .bind(&statuses)
+        .bind(&platform)
+        .bind(&created)
+        .bind(&modified)
+        .bind(&paid_at)
+        .bind(money(&|o| o.total_fen))
+        .bind(money(&|o| o.payment_fen))
+        .bind(money(&|o| o.post_fee_fen))
+        .bind(&details)
+        .bind(&raws)
+        .bind(&prints)
+        .execute(&mut *tx)
+        .await?;
+        let lines: Vec<(&Order, &flagsync_market::OrderLine)> =
+            chunk.iter().flat_map(|r| r.order.lines.iter().map(move |l| (r.order, l))).collect();
+        let text = |f: &dyn Fn(&Order, &flagsync_market::OrderLine) -> String| {
+            lines.iter().map(|(o, l)| f(o, l)).collect::<Vec<String>>()
+        };
+        let opt = |f: &dyn Fn(&flagsync_market::OrderLine) -> Option<String>| {
+            lines.iter().map(|(_, l)| f(l)).collect::<Vec<Option<String>>>()
+        };
+        let int = |f: &dyn Fn(&flagsync_market::OrderLine) -> i64| {
+            lines.iter().map(|(_, l)| f(l)).collect::<Vec<i64>>()
+        };
+        sqlx::query(
+            "INSERT INTO order_lines (store_id, order_id, line_id, item_id, sku_id, outer_sku_id, title, quantity, \
+             price_fen, payment_fen, refund, platform_status) \
+             SELECT $1, o, l, i, s, os, t, q, p, pay, 'none', ps FROM UNNEST($2::text[], $3::text[], $4::text[], \
+             $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[]) \
+             AS u(o, l, i, s, os, t, q, p, pay, ps)",
+        )
+        .bind(STORE)
+        .bind(text(&|o, _| o.order_id.clone()))
+        .bind(text(&|_, l| l.line_id.clone()))
+        .bind(text(&|_, l| l.item_id.clone()))
+        .bind(opt(&|l| l.sku_id.clone()))
+        .bind(opt(&|l| l.outer_sku_id.clone()))
+        .bind(text(&|_, l| l.title.clone()))
+        .bind(int(&|l| l.quantity))
+        .bind(int(&|l| l.price_fen))
+        .bind(int(&|l| l.payment_fen))
+        .bind(opt(&|l| l.platform_status.clone()))
+        .execute(&mut *tx)
+        .await?;
+        let held: Vec<&(&Order, &flagsync_market::OrderLine)> =
+            lines.iter().filter(|(o, _)| holds(o)).collect();
+        sqlx::query(
+            "INSERT INTO reservations (store_id, order_id, line_id, component, listing, quantity, state, ordered_at, \
+             created_at) SELECT $1, o, l, c, li, q, 'open', t, $2 FROM UNNEST($3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::bigint[], $8::timestamptz[]) AS u(o, l, c, li, q, t)",
+        )
+        .bind(STORE)
+        .bind(now)
+        .bind(held.iter().map(|(o, _)| o.order_id.clone()).collect::<Vec<_>>())
+        .bind(held.iter().map(|(_, l)| l.line_id.clone()).collect::<Vec<_>>())
+        .bind(held.iter().map(|(_, l)| format!("sku:{}", l.outer_sku_id.as_deref().unwrap_or_default())).collect::<Vec<_>>())
+        .bind(held.iter().map(|(_, l)| format!("{}:{}", l.item_id, l.sku_id.as_deref().unwrap_or_default())).collect::<Vec<_>>())
+        .bind(held.iter().map(|(_, l)| l.quantity).collect::<Vec<_>>())
+        .bind(held.iter().map(|(o, _)| o.paid_at.unwrap_or(o.created_at)).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        let paid: Vec<&Order> =
+            chunk.iter().map(|r| r.order).filter(|o| o.status == OrderStatus::Paid).collect();
+        sqlx::query(
+            "INSERT INTO outbox (kind, store_id, order_id, dedupe_key, payload, state, attempts, next_attempt_at, \
+             created_at) SELECT 'fulfil', $1, o, k, '{}', 'pending', 0, t, $2 FROM UNNEST($3::text[], $4::text[], \
+             $5::timestamptz[]) AS u(o, k, t)",
+        )
+        .bind(STORE)
+        .bind(now)
+        .bind(paid.iter().map(|o| o.order_id.clone()).collect::<Vec<_>>())
+        .bind(paid.iter().map(|o| format!("fulfil:{STORE}:{}", o.order_id)).collect::<Vec<_>>())
+        .bind(paid.iter().map(|o| o.modified_at).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    pool.close().await;
+    Ok(())
+}
