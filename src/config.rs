@@ -475,7 +475,7 @@ impl Checker<'_> {
             },
             (None, Some(Value::String(file))) => {
                 let file_path = self.base.join(file);
-                match std::fs::read_to_string(&file_path) {
+                match read_secret_file(&file_path) {
                     Ok(value) if !value.trim().is_empty() => {
                         Some(SecretString::from(value.trim().to_string()))
                     }
@@ -484,7 +484,7 @@ impl Checker<'_> {
                         None
                     }
                     Err(e) => {
-                        self.problem(&at, &format!("cannot read secret file {}: {e}", file_path.display()));
+                        self.problem(&at, &format!("cannot use secret file {}: {e}", file_path.display()));
                         None
                     }
                 }
@@ -1096,4 +1096,28 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// The most a secret file may hold; keys and tokens are a few hundred bytes.
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+/// Reads a secret file: a regular file (after following links) of at most
+/// [`MAX_SECRET_FILE_BYTES`], in UTF-8. A device, FIFO or directory (`/dev/zero`,
+/// `/dev/stdin`) is refused instead of being read without end.
+fn read_secret_file(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(MAX_SECRET_FILE_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {} KiB", MAX_SECRET_FILE_BYTES / 1024),
+        ));
+    }
+    Ok(text)
 }

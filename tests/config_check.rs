@@ -112,3 +112,36 @@ fn a_syntax_error_names_the_line() {
     assert_eq!(error.problems.len(), 1);
     assert!(error.problems[0].message.contains("line 1"), "{}", error.problems[0].message);
 }
+
+/// Fuzz finding F4: a secret `file` that is a device or FIFO used to be read without end.
+/// Now only a regular file of at most 64 KiB is read; anything else is a problem naming the
+/// key and the file.
+#[test]
+fn secret_files_must_be_small_regular_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ok.secret"), "s3cret-from-file\n").unwrap();
+    std::fs::write(dir.path().join("huge.secret"), vec![b'x'; 65 * 1024]).unwrap();
+    std::fs::create_dir(dir.path().join("a-directory")).unwrap();
+    let config = |file: &str| {
+        format!(
+            "[database]\nurl = \"sqlite://x.db\"\n[stores.tmall-main]\ntype = \"taobao\"\n\
+             gateway = \"https://eco.taobao.com/router/rest\"\napp_key = \"12345678\"\n\
+             app_secret = {{ file = \"{file}\" }}\nsession = {{ env = \"TMALL_SESSION\" }}\n"
+        )
+    };
+
+    let good = parse(&config("ok.secret"), "c.toml", &[], dir.path(), &lookup).unwrap();
+    match &good.store("tmall-main").unwrap().kind {
+        StoreKind::Taobao { app_secret, .. } => assert_eq!(app_secret.expose_secret(), "s3cret-from-file"),
+        other => panic!("{other:?}"),
+    }
+    for (file, why) in [
+        ("/dev/zero", "not a regular file"),
+        ("a-directory", "not a regular file"),
+        ("huge.secret", "larger than 64 KiB"),
+    ] {
+        let error = parse(&config(file), "c.toml", &[], dir.path(), &lookup).unwrap_err().to_string();
+        assert!(error.contains("stores.tmall-main.app_secret"), "{file}: {error}");
+        assert!(error.contains(why), "{file}: {error}");
+    }
+}

@@ -13,4 +13,5 @@ mod exactly_once;
 mod fulfilment;
 mod fuzz_regressions;
 mod inventory;
+mod operator_push;
 mod store_suite;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
 use flagsync_market::pii::Pii;
 use flagsync_market::transport::HttpReply;
 use flagsync_market::{ConnectorError, ContractInfo, Fetched, ManualClock, Receiver, Unparsed};
@@ -486,9 +486,9 @@ fn csv_checks(data: &[u8]) {
 
     let (rows, errors) = flagsync_operator::parse_shipments_csv(&text);
     errors.iter().for_each(check_csv_error);
-    // F3 (open): a signed year ("-2026-11-11 02:00:00") is accepted, and RFC 3339 cannot
-    // write it back, so such files are left out of the round trip until the fix lands.
-    if rows.is_empty() || rows.iter().any(|row| row.shipped_at.year() < 1) {
+    // F3 (fixed): a signed year ("-2026-11-11 02:00:00") is refused now, so every accepted
+    // row must survive the round trip.
+    if rows.is_empty() {
         return;
     }
     let mut out = String::from("store,order_id,carrier,waybill,lines,imeis,shipped_at\n");

@@ -16,9 +16,10 @@ use axum::routing::{get, post};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use crate::app::App;
 use crate::daemon::Control;
 use crate::jobs::{JobError, JobKind, OPERATOR_SCOPE};
+
+mod inbox;
 
 /// Where the operator's pushes go: stock levels and shipment notices, as JSON bodies.
 /// `Err` carries a message for the caller (it becomes a 400, or a 501 while the feature is
@@ -29,8 +30,7 @@ pub trait OperatorInbox: Send + Sync {
     async fn shipments(&self, body: Value) -> Result<Value, String>;
 }
 
-/// An inbox that takes nothing yet (the daemon's tests, and the app until inventory and
-/// fulfilment land).
+/// An inbox that takes nothing (daemons built around a test runner rather than an `App`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NotAvailableInbox;
 
@@ -42,17 +42,6 @@ impl OperatorInbox for NotAvailableInbox {
 
     async fn shipments(&self, _body: Value) -> Result<Value, String> {
         Err("operator shipment notices are not available yet".into())
-    }
-}
-
-#[async_trait]
-impl OperatorInbox for App {
-    async fn stock(&self, body: Value) -> Result<Value, String> {
-        NotAvailableInbox.stock(body).await
-    }
-
-    async fn shipments(&self, body: Value) -> Result<Value, String> {
-        NotAvailableInbox.shipments(body).await
     }
 }
 

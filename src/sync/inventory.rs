@@ -1,7 +1,7 @@
 //! The inventory pull: the operator's stock levels and contract-phone resources, as a full
 //! snapshot or the changes since the ledger's watermark.
 
-use flagsync_operator::{OperatorApi, ResourceKind};
+use flagsync_operator::{OperatorApi, ResourceKind, StockSnapshot};
 use serde::{Deserialize, Serialize};
 
 use super::SyncError;
@@ -42,6 +42,57 @@ pub async fn sync_inventory(
             snapshot.watermark
         )));
     }
+    apply_snapshot(store, &snapshot).await
+}
+
+/// Stock the operator pushed to the admin API (`POST /api/v1/operator/stock`), in the same
+/// shape as its pull answer. With an operator API configured, its shipment notices are
+/// pulled first, as for a pull. Without one the operator is expected to push a shipment's
+/// notice before the snapshot that deducts it; if it does not, the units count as both
+/// reserved and gone until the notice comes: the ledger undersells, never oversells.
+pub async fn receive_snapshot(
+    store: &Store,
+    operator: Option<&dyn OperatorApi>,
+    known_stores: &std::collections::BTreeSet<String>,
+    snapshot: &StockSnapshot,
+) -> Result<InventoryReport, SyncError> {
+    validate_snapshot(snapshot).map_err(SyncError::Invalid)?;
+    if let Some(operator) = operator {
+        crate::sync::shipments::pull_notices(store, operator, known_stores, chrono::Utc::now()).await?;
+    }
+    apply_snapshot(store, snapshot).await
+}
+
+/// What a pushed snapshot must satisfy before anything is written: each problem names
+/// the entry.
+pub fn validate_snapshot(snapshot: &StockSnapshot) -> Result<(), String> {
+    let mut problems = Vec::new();
+    if snapshot.watermark < 0 {
+        problems.push(format!("watermark: {} is negative", snapshot.watermark));
+    }
+    for (i, level) in snapshot.levels.iter().enumerate() {
+        if level.sku.trim().is_empty() {
+            problems.push(format!("levels[{i}].sku: empty"));
+        }
+        if level.warehouse.trim().is_empty() {
+            problems.push(format!("levels[{i}].warehouse: empty"));
+        }
+        if level.on_hand < 0 {
+            problems.push(format!("levels[{i}].on_hand: {} is negative", level.on_hand));
+        }
+    }
+    for (i, resource) in snapshot.resources.iter().enumerate() {
+        if resource.code.trim().is_empty() {
+            problems.push(format!("resources[{i}].code: empty"));
+        }
+        if resource.available < 0 {
+            problems.push(format!("resources[{i}].available: {} is negative", resource.available));
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+}
+
+async fn apply_snapshot(store: &Store, snapshot: &StockSnapshot) -> Result<InventoryReport, SyncError> {
     let levels: Vec<(String, String, i64)> =
         snapshot.levels.iter().map(|l| (l.sku.clone(), l.warehouse.clone(), l.on_hand)).collect();
     let resources: Vec<(ComponentKind, String, i64)> = snapshot

@@ -170,23 +170,7 @@ pub async fn pull_notices(
                 batch.watermark
             )));
         }
-        let rows = batch
-            .notices
-            .iter()
-            .map(|n| ship_row(&n.store_id, &n.order_id, &ShipPayload::from_notice(n), now, known))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(SyncError::Invalid)?;
-        report.queued += store.enqueue_outbox(&rows, Some((SHIPMENTS_WATERMARK, batch.watermark))).await?;
-        // The operator confirmed these shipments: their reservations are consumed now, at
-        // the stock watermark that deducted them, so the ledger never counts a shipped unit
-        // as on hand and reserved at once (the marketplace push may come later).
-        for notice in batch.notices.iter().filter(|n| known.contains(&n.store_id)) {
-            let lines: Vec<String> =
-                notice.line_ids.iter().map(|l| crate::sync::fulfilment::market_line(l).to_string()).collect();
-            store
-                .consume_reservations(&notice.store_id, &notice.order_id, &lines, notice.stock_watermark)
-                .await?;
-        }
+        report.queued += record_notices(store, &batch.notices, Some(batch.watermark), known, now).await?;
         report.notices += batch.notices.len() as u64;
         report.watermark = batch.watermark;
         if batch.notices.len() < PAGE as usize || batch.watermark == since {
@@ -194,6 +178,54 @@ pub async fn pull_notices(
         }
     }
     Ok(report)
+}
+
+/// Queues one `ship` row per notice (a notice seen before adds none; its id is the dedupe
+/// key) and, with a pull, moves the notice watermark in the same transaction. Returns the
+/// rows queued. Notices pushed to the admin API come here too, with no watermark.
+pub async fn record_notices(
+    store: &Store,
+    notices: &[ShipmentNotice],
+    watermark: Option<i64>,
+    known: &BTreeSet<String>,
+    now: DateTime<Utc>,
+) -> Result<u64, SyncError> {
+    let rows = notices
+        .iter()
+        .map(|n| ship_row(&n.store_id, &n.order_id, &ShipPayload::from_notice(n), now, known))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(SyncError::Invalid)?;
+    let queued = store.enqueue_outbox(&rows, watermark.map(|w| (SHIPMENTS_WATERMARK, w))).await?;
+    // The operator confirmed these shipments: their reservations are consumed now, at
+    // the stock watermark that deducted them, so the ledger never counts a shipped unit
+    // as on hand and reserved at once (the marketplace push may come later).
+    for notice in notices.iter().filter(|n| known.contains(&n.store_id)) {
+        let lines: Vec<String> =
+            notice.line_ids.iter().map(|l| crate::sync::fulfilment::market_line(l).to_string()).collect();
+        store
+            .consume_reservations(&notice.store_id, &notice.order_id, &lines, notice.stock_watermark)
+            .await?;
+    }
+    Ok(queued)
+}
+
+/// What a pushed notice must satisfy before anything is written.
+pub fn validate_notices(notices: &[ShipmentNotice]) -> Result<(), String> {
+    let mut problems = Vec::new();
+    for (i, n) in notices.iter().enumerate() {
+        for (field, value) in [
+            ("notice_id", &n.notice_id),
+            ("store_id", &n.store_id),
+            ("order_id", &n.order_id),
+            ("carrier", &n.carrier),
+            ("waybill", &n.waybill),
+        ] {
+            if value.trim().is_empty() {
+                problems.push(format!("notices[{i}].{field}: empty"));
+            }
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
 }
 
 /// Turns CSV rows into `ship` rows: a store not in the config is an error on its line. The
