@@ -496,6 +496,25 @@ impl Checker<'_> {
         }
     }
 
+    /// Flags keys a store of this type does not know: the platform's own keys plus the
+    /// keys every store has.
+    fn store_keys(&mut self, table: &Table, platform_keys: &[&str], path: &str) {
+        const EVERY_STORE: [&str; 10] = [
+            "type",
+            "gateway",
+            "calls_per_second",
+            "paused",
+            "schedules",
+            "paused_jobs",
+            "reserve_on",
+            "shared_pool",
+            "listings",
+            "allocation",
+        ];
+        let known: Vec<&str> = EVERY_STORE.iter().chain(platform_keys).copied().collect();
+        self.unknown_keys(table, &known, path);
+    }
+
     fn config(&mut self, root: &Table) -> Option<Config> {
         self.unknown_keys(
             root,
@@ -967,25 +986,9 @@ impl Checker<'_> {
         };
         let kind = match kind.as_deref() {
             Some("taobao") => {
-                self.unknown_keys(
+                self.store_keys(
                     table,
-                    &[
-                        "type",
-                        "gateway",
-                        "app_key",
-                        "app_secret",
-                        "session",
-                        "sign_method",
-                        "page_size",
-                        "calls_per_second",
-                        "paused",
-                        "schedules",
-                        "paused_jobs",
-                        "reserve_on",
-                        "shared_pool",
-                        "listings",
-                        "allocation",
-                    ],
+                    &["app_key", "app_secret", "session", "sign_method", "page_size"],
                     path,
                 );
                 let app_key =
@@ -1006,25 +1009,9 @@ impl Checker<'_> {
                 }
             }
             Some("jd") => {
-                self.unknown_keys(
+                self.store_keys(
                     table,
-                    &[
-                        "type",
-                        "gateway",
-                        "app_key",
-                        "app_secret",
-                        "access_token",
-                        "page_size",
-                        "page_cap",
-                        "calls_per_second",
-                        "paused",
-                        "schedules",
-                        "paused_jobs",
-                        "reserve_on",
-                        "shared_pool",
-                        "listings",
-                        "allocation",
-                    ],
+                    &["app_key", "app_secret", "access_token", "page_size", "page_cap"],
                     path,
                 );
                 let app_key =
