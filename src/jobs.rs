@@ -79,6 +79,9 @@ pub enum Trigger {
     },
     /// In-process from the CLI, no daemon running.
     Cli,
+    /// Started by the daemon right after another run changed what it depends on (a stock
+    /// run after an orders pull that stored new or changed orders).
+    FollowUp,
 }
 
 impl Trigger {
@@ -87,6 +90,7 @@ impl Trigger {
             Self::Schedule => "schedule",
             Self::Manual { .. } => "manual",
             Self::Cli => "cli",
+            Self::FollowUp => "follow-up",
         }
     }
 }

@@ -881,3 +881,75 @@ async fn the_binary_hands_a_killed_daemons_stores_over_on_postgres_losing_no_ord
         db.runs_of(None, None, 100_000).await.unwrap().into_iter().filter(|r| r.outcome == "running").count();
     assert_eq!(open, 0, "the killed daemon's run (if any) was closed at the hand-over");
 }
+
+/// Orders report a change only while `changes` lasts; stock runs are logged with their
+/// trigger; other jobs are not available.
+struct FollowRunner {
+    changes: std::sync::atomic::AtomicU32,
+    log: std::sync::Mutex<Vec<(String, JobKind, &'static str)>>,
+}
+
+#[async_trait]
+impl JobRunner for FollowRunner {
+    async fn run(&self, request: &JobRequest) -> Result<Value, JobError> {
+        use std::sync::atomic::Ordering;
+        self.log.lock().unwrap().push((request.store_id.clone(), request.job, request.trigger.label()));
+        match request.job {
+            JobKind::Orders => {
+                let changed = self
+                    .changes
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                Ok(json!({"inserted": u64::from(changed), "updated": 0, "unchanged": 3}))
+            }
+            JobKind::Stock => Ok(json!({"pushed": 0})),
+            job => Err(JobError::Invalid(format!("job {job} is not available yet"))),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_orders_pull_that_changed_orders_is_followed_by_every_stores_stock_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = sqlite_store(dir.path()).await;
+    let config = daemon_config(&url, &["tmall", "jd"], "solo", Duration::from_secs(10));
+    let runner = Arc::new(FollowRunner { changes: 1.into(), log: Default::default() });
+    let generation =
+        Generation { config: Arc::new(config), runner: runner.clone(), inbox: Arc::new(NotAvailableInbox) };
+    let daemon = Daemon::start(generation, store.clone(), DaemonOptions::default()).await.unwrap();
+    let log = || runner.log.lock().unwrap().clone();
+    let stock_runs = || {
+        log()
+            .into_iter()
+            .filter(|(_, job, _)| *job == JobKind::Stock)
+            .map(|(s, _, t)| (s, t))
+            .collect::<Vec<_>>()
+    };
+
+    // The one orders run that changed something (whichever store ran first) brings a stock
+    // run for both stores, long before their yearly schedule.
+    eventually("stock follow-ups for both stores", Duration::from_secs(10), || async {
+        (stock_runs().len() >= 2).then_some(())
+    })
+    .await;
+    let mut runs = stock_runs();
+    runs.sort();
+    assert_eq!(
+        runs,
+        vec![("jd".to_string(), "follow-up"), ("tmall".to_string(), "follow-up")],
+        "one follow-up per store: {:?}",
+        log()
+    );
+    let first_stock = log().iter().position(|(_, job, _)| *job == JobKind::Stock).unwrap();
+    assert!(log()[..first_stock].iter().any(|(_, job, _)| *job == JobKind::Orders), "after an orders run");
+
+    // Orders runs that change nothing bring no more stock runs.
+    let orders_now = log().iter().filter(|(_, job, _)| *job == JobKind::Orders).count();
+    eventually("four more orders runs", Duration::from_secs(10), || async {
+        (log().iter().filter(|(_, job, _)| *job == JobKind::Orders).count() >= orders_now + 4).then_some(())
+    })
+    .await;
+    assert_eq!(stock_runs().len(), 2, "no follow-up without a change: {:?}", log());
+    daemon.trigger_shutdown();
+    daemon.wait().await.unwrap();
+}

@@ -112,8 +112,14 @@ pub fn job_keys(config: &Config) -> Vec<JobKey> {
     keys
 }
 
+/// Whether an orders run's counts say it stored new or changed orders.
+fn orders_changed(counts: &Value) -> bool {
+    ["inserted", "updated"].iter().any(|key| counts.get(key).and_then(Value::as_u64).unwrap_or(0) > 0)
+}
+
 /// The next time a cron expression fires after `after`. Expressions are read in Beijing
 /// time, the time the stores and their operators live by.
+
 pub fn next_fire(expression: &str, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let schedule = cron::Schedule::from_str(expression).ok()?;
     let local = after.with_timezone(&flagsync_market::time::BEIJING);
@@ -162,6 +168,9 @@ struct State {
     unavailable: HashSet<JobKind>,
     pauses: HashSet<(String, String)>,
     last_tick: Option<DateTime<Utc>>,
+    /// Runs to start as soon as their job is idle (lease key -> job): stock runs after an
+    /// orders pull changed orders. A key already running stays queued and runs after it.
+    follow_ups: HashMap<String, JobKey>,
 }
 
 struct Inner {
@@ -767,6 +776,11 @@ impl Inner {
                     earliest = earliest.min(Instant::now() + wait);
                 }
             }
+            for key in self.due_follow_ups(&generation) {
+                if self.start_run(&generation, key.clone(), Trigger::FollowUp, json!({}), None) {
+                    tracing::debug!(key = %key.lease_key(), "follow-up run started");
+                }
+            }
             for key in due {
                 if !self.start_run(&generation, key.clone(), Trigger::Schedule, json!({}), None) {
                     tracing::debug!(key = %key.lease_key(), "scheduled run skipped: the previous one is still running");
@@ -788,6 +802,72 @@ impl Inner {
                 _ = tokio::time::sleep_until(earliest) => {}
                 _ = woken => { next_poll = Instant::now(); }
                 _ = self.shutdown.wait() => {}
+            }
+        }
+    }
+
+    /// Follow-ups whose job is idle now; those whose job is running stay queued. A
+    /// follow-up for a job this instance no longer holds, or that is paused, is dropped
+    /// (its holder's schedule covers it).
+    fn due_follow_ups(&self, generation: &Generation) -> Vec<JobKey> {
+        let mut state = self.lock();
+        let idle: Vec<String> =
+            state.follow_ups.keys().filter(|key| !state.running.contains_key(*key)).cloned().collect();
+        let mut due = Vec::new();
+        for lease_key in idle {
+            let Some(key) = state.follow_ups.remove(&lease_key) else { continue };
+            if state.held.contains_key(&lease_key)
+                && !state.unavailable.contains(&key.job)
+                && paused_by(&generation.config, &state.pauses, &key).is_empty()
+            {
+                due.push(key);
+            }
+        }
+        due
+    }
+
+    /// After an orders run that stored new or changed orders, every store's stock job is
+    /// due: reservations moved, and in a shared pool another store's quantity too. Jobs
+    /// this instance holds start as soon as they are idle; the others are queued as
+    /// manual requests for their holder (unless one is queued already).
+    async fn follow_orders(&self, generation: &Generation, after: &str) {
+        let stock: Vec<JobKey> =
+            job_keys(&generation.config).into_iter().filter(|key| key.job == JobKind::Stock).collect();
+        let mut remote = Vec::new();
+        {
+            let mut state = self.lock();
+            for key in stock {
+                if !paused_by(&generation.config, &state.pauses, &key).is_empty() {
+                    continue;
+                }
+                if state.held.contains_key(&key.lease_key()) {
+                    state.follow_ups.insert(key.lease_key(), key);
+                } else {
+                    remote.push(key);
+                }
+            }
+        }
+        if remote.is_empty() {
+            return;
+        }
+        let queued = match self.store.queued_run_requests().await {
+            Ok(queued) => queued,
+            Err(error) => {
+                tracing::warn!(error = %error, "could not read queued runs for stock follow-ups");
+                return;
+            }
+        };
+        for key in remote {
+            let already =
+                queued.iter().any(|(_, store, job)| *store == key.store_id && job == key.job.as_str());
+            if already {
+                continue;
+            }
+            let by = format!("follow-up after orders of {after}");
+            if let Err(error) =
+                self.store.queue_run_request(&key.store_id, key.job.as_str(), &json!({}), &by).await
+            {
+                tracing::warn!(key = %key.lease_key(), error = %error, "could not queue a stock follow-up");
             }
         }
     }
@@ -928,6 +1008,9 @@ impl Inner {
         };
         if outcome != "unavailable" {
             crate::metrics::record_run(&store_id, job.as_str(), outcome, started.elapsed(), &counts);
+        }
+        if job == JobKind::Orders && outcome == "succeeded" && orders_changed(&counts) {
+            self.follow_orders(&self.generation(), &store_id).await;
         }
         if let Some(id) = request_id
             && let Err(e) =
