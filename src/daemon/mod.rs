@@ -119,7 +119,6 @@ fn orders_changed(counts: &Value) -> bool {
 
 /// The next time a cron expression fires after `after`. Expressions are read in Beijing
 /// time, the time the stores and their operators live by.
-
 pub fn next_fire(expression: &str, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let schedule = cron::Schedule::from_str(expression).ok()?;
     let local = after.with_timezone(&flagsync_market::time::BEIJING);
