@@ -5,6 +5,7 @@
 mod support;
 
 mod architecture;
+mod chaos;
 mod commands;
 mod config_check;
 mod contract;

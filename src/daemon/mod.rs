@@ -616,7 +616,7 @@ impl Inner {
             }
         };
         let renewed: HashMap<String, i64> = renewed.into_iter().collect();
-        let lost: Vec<String> = {
+        let (lost, adopted): (Vec<String>, Vec<(String, i64)>) = {
             let mut state = self.lock();
             let lost = state
                 .held
@@ -624,11 +624,23 @@ impl Inner {
                 .filter(|(k, e)| renewed.get(*k) != Some(*e))
                 .map(|(k, _)| k.clone())
                 .collect();
+            // Leases under this instance id that this process never took: an earlier process
+            // with the same id held them and died (killed, crashed) before they expired.
+            let adopted = renewed
+                .iter()
+                .filter(|(k, _)| !state.held.contains_key(*k))
+                .map(|(k, e)| (k.clone(), *e))
+                .collect();
             state.held = renewed;
             state.renewed_at = Some(sent_at);
             state.last_tick = Some(Utc::now());
-            lost
+            (lost, adopted)
         };
+        for (key, epoch) in adopted {
+            // Its runs under that epoch (and earlier) were abandoned with it.
+            tracing::info!(key, epoch, "job lease taken back from an earlier process of this instance");
+            self.close_abandoned(&key, epoch.saturating_add(1)).await;
+        }
         if !lost.is_empty() {
             tracing::warn!(keys = ?lost, "job leases lost to another instance");
             self.cancel(Some(&lost), Cancel::LeaseLost);
