@@ -210,6 +210,9 @@ async fn every_shipment_reaches_taobao_and_jd_exactly_once_under_faults_and_a_ki
                 landed >= 1 && claimed >= 1,
                 "the kill fell between a push ({landed}) and its bookkeeping ({claimed})"
             );
+            // The next drain takes the dead worker's claims at once, not when they lapse.
+            let report = drained(&run(&world.app, "jd", JobKind::Shipments).await);
+            assert!(report.released as usize >= claimed, "{claimed} claimed rows, {report:?}");
         }
     }
     // Faults stop; claims of the killed worker lapse; everything settles.

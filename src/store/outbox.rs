@@ -230,14 +230,14 @@ const COLUMNS: &str = "id, kind, store_id, order_id, dedupe_key, payload, state,
 
 /// Claims due rows: each claim counts as an attempt and pushes `next_attempt_at` to the end
 /// of the claim, so a worker that dies mid-call leaves a row that comes due again later.
-const CLAIM_SQLITE: &str = "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1 \
+const CLAIM_SQLITE: &str = "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, claimed_by = $8 \
      WHERE id IN (SELECT id FROM outbox WHERE store_id = $2 AND state = 'pending' AND kind IN ($3, $4, $5) \
      AND next_attempt_at <= $6 ORDER BY id LIMIT $7) \
      RETURNING id, kind, store_id, order_id, dedupe_key, payload, state, attempts, next_attempt_at, \
      last_error, created_at, done_at, dead_reason, dropped_reason";
 
 /// Several instances drain in parallel: rows another one holds are skipped, not waited on.
-const CLAIM_POSTGRES: &str = "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1 \
+const CLAIM_POSTGRES: &str = "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, claimed_by = $8 \
      WHERE id IN (SELECT id FROM outbox WHERE store_id = $2 AND state = 'pending' AND kind IN ($3, $4, $5) \
      AND next_attempt_at <= $6 ORDER BY id LIMIT $7 FOR UPDATE SKIP LOCKED) \
      RETURNING id, kind, store_id, order_id, dedupe_key, payload, state, attempts, next_attempt_at, \
@@ -359,6 +359,7 @@ impl Store {
         now: DateTime<Utc>,
         claim_until: DateTime<Utc>,
         limit: i64,
+        claimant: &str,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let Some(first) = kinds.first() else { return Ok(Vec::new()) };
         let kind = |n: usize| kinds.get(n).unwrap_or(first).as_str();
@@ -373,6 +374,7 @@ impl Store {
                     .bind(kind(2))
                     .bind(now)
                     .bind(limit)
+                    .bind(claimant)
                     .fetch_all(write)
                     .await?;
                 for row in &rows {
@@ -388,6 +390,7 @@ impl Store {
                     .bind(kind(2))
                     .bind(now)
                     .bind(limit)
+                    .bind(claimant)
                     .fetch_all(pool)
                     .await?;
                 for row in &rows {
@@ -397,6 +400,37 @@ impl Store {
         }
         out.sort_by_key(|r| r.id);
         Ok(out)
+    }
+
+    /// Makes due at once the pending rows of these kinds that a drain other than
+    /// `claimant` claimed and never finished: one drain of a store's kinds runs at a time
+    /// (the job's lease), so such a drain died (a killed daemon, an aborted run). Without
+    /// this they would wait for their claim to lapse. Returns the rows released.
+    pub async fn release_abandoned_claims(
+        &self,
+        store_id: &str,
+        kinds: &[OutboxKind],
+        claimant: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let Some(first) = kinds.first() else { return Ok(0) };
+        let kind = |n: usize| kinds.get(n).unwrap_or(first).as_str();
+        let released = with_pool!(self, write, pool => {
+            sqlx::query(
+                "UPDATE outbox SET next_attempt_at = $1, claimed_by = NULL WHERE store_id = $2 \
+                 AND state = 'pending' AND kind IN ($3, $4, $5) AND claimed_by IS NOT NULL AND claimed_by <> $6",
+            )
+            .bind(now)
+            .bind(store_id)
+            .bind(kind(0))
+            .bind(kind(1))
+            .bind(kind(2))
+            .bind(claimant)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(released)
     }
 
     /// Records what came of claimed rows, all in one transaction (one disk sync for a whole
@@ -442,7 +476,8 @@ impl Store {
                     }
                     Finish::RetryAt { at, error } => {
                         sqlx::query(
-                            "UPDATE outbox SET next_attempt_at = $1, last_error = $2 WHERE id = $3 AND state = 'pending'",
+                            "UPDATE outbox SET next_attempt_at = $1, last_error = $2, claimed_by = NULL \
+                             WHERE id = $3 AND state = 'pending'",
                         )
                         .bind(at)
                         .bind(error)
@@ -452,7 +487,7 @@ impl Store {
                     }
                     Finish::Wait { at } => {
                         sqlx::query(
-                            "UPDATE outbox SET next_attempt_at = $1, attempts = attempts - 1 \
+                            "UPDATE outbox SET next_attempt_at = $1, attempts = attempts - 1, claimed_by = NULL \
                              WHERE id = $2 AND state = 'pending' AND attempts > 0",
                         )
                         .bind(at)

@@ -12,9 +12,10 @@
 //! will never succeed (`Rejected`) goes to the dead-letter list at once, anything else after
 //! [`MAX_ATTEMPTS`] attempts, with the platform's code and message as the reason.
 //!
-//! A claim counts as an attempt before the call and holds the row for [`CLAIM_TIMEOUT`]: a
-//! worker killed mid-call leaves the row pending, and it comes due again when the claim
-//! lapses. Rows of one order are handled in order, one at a time; different orders run
+//! A claim counts as an attempt before the call and holds the row for [`CLAIM_TIMEOUT`],
+//! tagged with the drain that made it: a worker killed mid-call leaves the row pending and
+//! claimed, and the next drain of the store's rows (the next holder of the job's lease)
+//! takes it at once; the timeout is the backstop. Rows of one order are handled in order, one at a time; different orders run
 //! [`CONCURRENCY`] at a time.
 //!
 //! Stock pushes do not pass through this table: the stock job writes a `pending` intent on
@@ -110,6 +111,9 @@ impl Outcome {
 /// What one drain did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainReport {
+    /// Rows an interrupted earlier drain had claimed, taken over at the start.
+    #[serde(default)]
+    pub released: u64,
     pub claimed: u64,
     /// Delivered by this run's calls.
     pub delivered: u64,
@@ -217,12 +221,22 @@ pub async fn drain(
     limit: usize,
 ) -> Result<DrainReport, SyncError> {
     let mut report = DrainReport::default();
+    let claimant = format!("drain-{:016x}", rand::random::<u64>());
+    report.released =
+        ctx.store.release_abandoned_claims(ctx.store_id, kinds, &claimant, ctx.clock.now()).await?;
+    if report.released > 0 {
+        tracing::info!(
+            store = ctx.store_id,
+            rows = report.released,
+            "took over rows an interrupted drain had claimed"
+        );
+    }
     let mut left = limit;
     while left > 0 {
         let now = ctx.clock.now();
         let claim_until = now + TimeDelta::from_std(CLAIM_TIMEOUT).unwrap_or(TimeDelta::minutes(10));
         let want = i64::try_from(left.min(BATCH)).unwrap_or(BATCH as i64);
-        let rows = ctx.store.claim_outbox(ctx.store_id, kinds, now, claim_until, want).await?;
+        let rows = ctx.store.claim_outbox(ctx.store_id, kinds, now, claim_until, want, &claimant).await?;
         if rows.is_empty() {
             break;
         }
