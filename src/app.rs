@@ -18,7 +18,8 @@ use crate::store::{Store, StoreError, StoreOptions};
 use crate::sync::orders::OrderSyncOptions;
 use crate::sync::stock::StockPolicy;
 use flagsync_operator::{
-    HttpOperator, OperatorApi, OperatorConfig as OperatorClientConfig, ReqwestOperatorTransport,
+    HttpOperator, OperatorApi, OperatorConfig as OperatorClientConfig, OperatorTransport,
+    ReqwestOperatorTransport,
 };
 use secrecy::ExposeSecret;
 
@@ -31,12 +32,28 @@ pub enum AppError {
 }
 
 /// Options the command line adds to the config.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct AppOptions {
     /// Write every marketplace exchange to fixture files here (redacted).
     pub record: Option<PathBuf>,
     /// Retry schedule for marketplace calls (tests shorten it).
     pub retry: RetryPolicy,
+    /// Marketplace calls go through this instead of HTTP (the seeded simulation hands them
+    /// to the sandbox's routers in-process).
+    pub transport: Option<Arc<dyn Transport>>,
+    /// Operator calls go through this instead of HTTP.
+    pub operator_transport: Option<Arc<dyn OperatorTransport>>,
+}
+
+impl std::fmt::Debug for AppOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppOptions")
+            .field("record", &self.record)
+            .field("retry", &self.retry)
+            .field("transport", &self.transport.as_ref().map(|_| "injected"))
+            .field("operator_transport", &self.operator_transport.as_ref().map(|_| "injected"))
+            .finish()
+    }
 }
 
 pub struct App {
@@ -48,6 +65,9 @@ pub struct App {
     pub operator: Option<Arc<dyn OperatorApi>>,
     /// The in-process sandbox, when any store uses it.
     pub sandbox: Option<EmbeddedSandbox>,
+    /// Stock policies built so far (the config does not change under a running App; a
+    /// policy walks the whole catalogue, too slow to rebuild every stock run at 100k SKUs).
+    policies: std::sync::Mutex<BTreeMap<String, Arc<StockPolicy>>>,
 }
 
 impl App {
@@ -78,7 +98,10 @@ impl App {
             ),
             (None, false) => None,
         };
-        let transport = make_transport(&config, options.record.as_deref())?;
+        let transport = match &options.transport {
+            Some(transport) => transport.clone(),
+            None => make_transport(&config, options.record.as_deref())?,
+        };
         let mut markets = BTreeMap::new();
         for store_config in &config.stores {
             store.register_store(&store_config.id, store_config.kind.type_name()).await?;
@@ -97,8 +120,13 @@ impl App {
                         .map(|s| s.base_url())
                         .ok_or_else(|| AppError::Setup("the sandbox is not running".into()))?,
                 };
-                let transport = ReqwestOperatorTransport::new(config.sync.request_timeout)
-                    .map_err(|e| AppError::Setup(format!("operator http client: {e}")))?;
+                let transport: Arc<dyn OperatorTransport> = match &options.operator_transport {
+                    Some(transport) => transport.clone(),
+                    None => Arc::new(
+                        ReqwestOperatorTransport::new(config.sync.request_timeout)
+                            .map_err(|e| AppError::Setup(format!("operator http client: {e}")))?,
+                    ),
+                };
                 let client = HttpOperator::new(
                     OperatorClientConfig {
                         base_url,
@@ -106,13 +134,13 @@ impl App {
                         secret: operator.secret.expose_secret().to_string(),
                         retry: options.retry,
                     },
-                    Arc::new(transport),
+                    transport,
                     clock.clone(),
                 );
                 Some(Arc::new(client) as Arc<dyn OperatorApi>)
             }
         };
-        Ok(Self { config, store, clock, markets, operator, sandbox })
+        Ok(Self { config, store, clock, markets, operator, sandbox, policies: Default::default() })
     }
 
     pub fn operator(&self) -> Result<&Arc<dyn OperatorApi>, AppError> {
@@ -121,7 +149,17 @@ impl App {
 
     /// A store's stock policy: its mappings, allocation, and the default share of targets
     /// it has no explicit allocation for (what allocated stores left of 1, split evenly).
-    pub fn stock_policy(&self, store_id: &str) -> Result<StockPolicy, AppError> {
+    pub fn stock_policy(&self, store_id: &str) -> Result<Arc<StockPolicy>, AppError> {
+        let mut cache = self.policies.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(policy) = cache.get(store_id) {
+            return Ok(policy.clone());
+        }
+        let policy = Arc::new(self.build_stock_policy(store_id)?);
+        cache.insert(store_id.to_string(), policy.clone());
+        Ok(policy)
+    }
+
+    fn build_stock_policy(&self, store_id: &str) -> Result<StockPolicy, AppError> {
         let store = self
             .config
             .store(store_id)

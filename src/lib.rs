@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod registry;
 pub mod runner;
 pub mod sandbox;
+pub mod soak;
 pub mod store;
 pub mod sync;

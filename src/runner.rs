@@ -73,10 +73,15 @@ impl App {
                 let operator = self.operator().map_err(|e| JobError::Invalid(e.to_string()))?;
                 let full = request.params.get("full").and_then(Value::as_bool).unwrap_or(false);
                 let known = self.store_ids();
-                let report =
-                    crate::sync::inventory::sync_inventory(&self.store, operator.as_ref(), full, &known)
-                        .await
-                        .map_err(|e| JobError::Failed(e.to_string()))?;
+                let report = crate::sync::inventory::sync_inventory(
+                    &self.store,
+                    operator.as_ref(),
+                    full,
+                    &known,
+                    self.clock.now(),
+                )
+                .await
+                .map_err(|e| JobError::Failed(e.to_string()))?;
                 serde_json::to_value(report).map_err(|e| JobError::Failed(e.to_string()))
             }
             JobKind::Stock => {
@@ -88,6 +93,7 @@ impl App {
                     market.as_ref(),
                     &policy,
                     &self.config.catalog,
+                    self.clock.as_ref(),
                 )
                 .await
                 .map_err(|e| JobError::Failed(e.to_string()))?;
@@ -104,6 +110,7 @@ impl App {
                     &policy,
                     &self.config.catalog,
                     fix,
+                    self.clock.now(),
                 )
                 .await
                 .map_err(|e| JobError::Failed(e.to_string()))?;

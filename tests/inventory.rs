@@ -390,3 +390,45 @@ async fn a_bad_operator_answer_changes_nothing() {
     let levels = world.app.store.component_levels(&world.app.config.catalog).await.unwrap();
     assert_eq!(levels.values().next().unwrap().on_hand, 400, "the ledger kept the last good snapshot");
 }
+
+/// Chaos finding: a sale before a push refunded after it gives its units back to the
+/// listing by itself (both platforms do), so reconcile must expect them there, or it
+/// reports (and `--fix` would "repair") a listing that is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_expects_the_units_a_refund_gave_back() {
+    let allocation: BTreeMap<String, Allocation> =
+        [(HANDSET.to_string(), Allocation { share: 0.5, cap: None, floor: 0 })].into_iter().collect();
+    let world = world(48, handset_catalog(), &[HANDSET], allocation, false).await;
+    world.sandbox.operator.set_on_hand(HANDSET, "WH-HZ-01", 400);
+    cycle(&world.app).await;
+    let top = world.sandbox.top.listing(0);
+    assert_eq!(world.sandbox.top.quantity(top.num_iid, Some(top.sku_id)), Some(200));
+    // Order 0 buys 3 and pays.
+    let now = world.clock.now();
+    let at = |secs: i64, order: u64, kind: EventKind| BuyerEvent {
+        at: now + TimeDelta::seconds(secs),
+        order,
+        kind,
+    };
+    world.sandbox.top.load_scenario(vec![
+        at(1, 0, EventKind::Place { lines: vec![(0, 3)] }),
+        at(2, 0, EventKind::Pay),
+        at(40, 0, EventKind::RequestRefund),
+        at(41, 0, EventKind::Refund),
+        at(42, 1, EventKind::Place { lines: vec![(0, 2)] }),
+        at(43, 1, EventKind::Pay),
+    ]);
+    world.clock.advance(TimeDelta::seconds(30));
+    // The operator receives 10 more: the grant moves, so this cycle pushes, after the sale.
+    world.sandbox.operator.set_on_hand(HANDSET, "WH-HZ-01", 410);
+    let reports = cycle(&world.app).await;
+    assert_eq!(reports[1].pushed, 1, "{reports:?}");
+    let pushed = world.sandbox.top.quantity(top.num_iid, Some(top.sku_id)).unwrap();
+    assert_eq!(pushed, 197 + 5, "the sale kept, the new half of 10 added");
+    // Order 0 is refunded before shipment (3 units back by itself), order 1 buys 2.
+    world.clock.advance(TimeDelta::seconds(30));
+    run(&world.app, "tmall", JobKind::Orders).await;
+    assert_eq!(world.sandbox.top.quantity(top.num_iid, Some(top.sku_id)), Some(pushed + 3 - 2));
+    let report = run(&world.app, "tmall", JobKind::Reconcile).await;
+    assert!(report["differing"].as_array().unwrap().is_empty(), "3 back, 2 sold since the push: {report}");
+}

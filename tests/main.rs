@@ -15,4 +15,5 @@ mod fulfilment;
 mod fuzz_regressions;
 mod inventory;
 mod operator_push;
+mod soak;
 mod store_suite;

@@ -4,6 +4,7 @@ pub mod daemon;
 mod demo;
 mod fulfilment;
 mod inventory;
+pub mod soak;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +73,9 @@ pub enum Command {
     /// A flash sale on a Tmall and a JD store, against the built-in sandboxes, in about a
     /// minute: starts everything, runs the daemon, prints a report.
     Demo(demo::DemoArgs),
+    /// The seeded simulation: many seeds of scenario, faults and crashes against the
+    /// sandboxes; prints every invariant's count (all must be 0) and exits 1 otherwise.
+    Soak(soak::SoakArgs),
     /// Inspect the stock planner.
     Stock {
         #[command(subcommand)]
@@ -244,6 +248,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config { command: ConfigCommand::Check } => Ok(config_check(&cli.config)),
         Command::Sandbox(args) => crate::sandbox::serve_forever(args.listen, args.orders, args.seed).await,
         Command::Demo(args) => demo::demo(args).await,
+        Command::Soak(args) => {
+            // Each seed runs on a current-thread runtime of its own, on a thread outside this one.
+            std::thread::spawn(move || soak::soak(&args))
+                .join()
+                .map_err(|_| anyhow::anyhow!("the soak thread panicked"))?
+        }
         Command::Run => {
             let config = config::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))?;
             daemon::run_daemon(&cli.config, config).await
@@ -451,6 +461,7 @@ async fn run_with_config(config: config::Config, command: Command) -> anyhow::Re
         | Command::Config { .. }
         | Command::Sandbox(_)
         | Command::Demo(_)
+        | Command::Soak(_)
         | Command::Run
         | Command::Status(_) => {
             bail!("unreachable command dispatch")

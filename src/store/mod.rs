@@ -6,6 +6,7 @@
 //! behind a one-connection writer pool (so write transactions never race to upgrade a
 //! read lock) and a small reader pool.
 
+mod audit;
 mod inventory;
 mod leases;
 mod orders;
@@ -21,7 +22,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-pub use inventory::{ListingRow, OpenReservation, SeenListing, SnapshotStats};
+pub use audit::ReservationAudit;
+pub use inventory::{ListingRow, ListingWrite, OpenReservation, SeenListing, SnapshotStats};
 #[allow(unused_imports)]
 pub(crate) use leases::fence_clause;
 pub use leases::{EpochMatch, FENCE_HOLDS_SQL, LeaseRow, RunRequest};
@@ -74,6 +76,29 @@ macro_rules! with_pool {
     };
 }
 pub(crate) use with_pool;
+
+/// Records, inside a write transaction, that these ledger components (`sku:X`, `plan:Y`)
+/// changed: every registered store's `stock_dirty` row for each is bumped, so each store's
+/// next stock run plans the listings that use them (and only those).
+macro_rules! mark_components {
+    ($tx:ident, $components:expr) => {{
+        let components: &std::collections::BTreeSet<String> = $components;
+        let list: Vec<&String> = components.iter().collect();
+        for chunk in list.chunks(1_000) {
+            let mut query = sqlx::QueryBuilder::new(
+                "INSERT INTO stock_dirty (store_id, component, gen) SELECT s.id, c.column1, 1 FROM stores s CROSS JOIN (",
+            );
+            query.push_values(chunk, |mut row, component| {
+                row.push_bind(*component);
+            });
+            query.push(
+                ") AS c WHERE true ON CONFLICT (store_id, component) DO UPDATE SET gen = stock_dirty.gen + 1",
+            );
+            query.build().execute(&mut *$tx).await?;
+        }
+    }};
+}
+pub(crate) use mark_components;
 
 /// Handle on the database; cheap to clone.
 #[derive(Debug, Clone)]

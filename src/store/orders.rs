@@ -77,14 +77,26 @@ pub struct StoredOrder {
     pub revisions: i64,
 }
 
+/// Rows a multi-row statement carries (17 parameters an order: well under SQLite's 32,766
+/// and PostgreSQL's 65,535).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// An order ready to write, with what is computed from it.
+struct Prepared<'a> {
+    order: &'a Order,
+    detail: String,
+    fingerprint: String,
+}
+
 /// Newer `modified` wins. Platforms stamp `modified` to the second, so two changes in one
 /// second (paid, then held) carry the same value: then the copy that differs and is no
 /// earlier in the lifecycle wins, so the order still never moves backwards.
-const UPSERT_ORDER: &str = "INSERT INTO orders (store_id, order_id, status, status_rank, platform_status, \
+const UPSERT_ORDERS_HEAD: &str = "INSERT INTO orders (store_id, order_id, status, status_rank, platform_status, \
      created_at, modified_at, paid_at, total_fen, payment_fen, post_fee_fen, detail, raw, fingerprint, revisions, \
-     ingested_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, $15, $15) \
-     ON CONFLICT (store_id, order_id) DO UPDATE SET status = excluded.status, status_rank = excluded.status_rank, \
+     ingested_at, updated_at) ";
+
+const UPSERT_ORDERS_TAIL: &str = " ON CONFLICT (store_id, order_id) DO UPDATE SET status = excluded.status, \
+     status_rank = excluded.status_rank, \
      platform_status = excluded.platform_status, created_at = excluded.created_at, \
      modified_at = excluded.modified_at, paid_at = excluded.paid_at, total_fen = excluded.total_fen, \
      payment_fen = excluded.payment_fen, post_fee_fen = excluded.post_fee_fen, detail = excluded.detail, \
@@ -93,7 +105,7 @@ const UPSERT_ORDER: &str = "INSERT INTO orders (store_id, order_id, status, stat
      WHERE excluded.modified_at > orders.modified_at \
      OR (excluded.modified_at = orders.modified_at AND excluded.fingerprint <> orders.fingerprint \
          AND excluded.status_rank >= orders.status_rank) \
-     RETURNING revisions";
+     RETURNING order_id, revisions";
 
 /// Lifecycle order of statuses, for same-second ties.
 fn status_rank(status: OrderStatus) -> i64 {
@@ -126,23 +138,30 @@ fn fingerprint(order: &Order, detail: &str) -> String {
     format!("{:016x}", hasher.finish())
 }
 
-const INSERT_LINE: &str = "INSERT INTO order_lines (store_id, order_id, line_id, item_id, sku_id, outer_sku_id, title, \
-     quantity, price_fen, payment_fen, refund, platform_status) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+const INSERT_LINES_HEAD: &str = "INSERT INTO order_lines (store_id, order_id, line_id, item_id, sku_id, outer_sku_id, \
+     title, quantity, price_fen, payment_fen, refund, platform_status) ";
 
-const UPSERT_LISTING: &str = "INSERT INTO listings (store_id, item_id, sku_id, outer_id, title, discovered_at) \
-     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (store_id, item_id, sku_id) DO UPDATE SET \
+const UPSERT_LISTINGS_HEAD: &str =
+    "INSERT INTO listings (store_id, item_id, sku_id, outer_id, title, discovered_at) ";
+
+const UPSERT_LISTINGS_TAIL: &str = " ON CONFLICT (store_id, item_id, sku_id) DO UPDATE SET \
      outer_id = COALESCE(excluded.outer_id, listings.outer_id), title = excluded.title";
 
 /// Opens once: a second open of the same (order line, component) does nothing, and a
-/// released or consumed row is never reopened.
-const OPEN_RESERVATION: &str = "INSERT INTO reservations (store_id, order_id, line_id, component, listing, quantity, \
-     state, ordered_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8) \
-     ON CONFLICT (store_id, order_id, line_id, component) DO NOTHING";
+/// released or consumed row is never reopened. Only the rows opened come back.
+const OPEN_RESERVATIONS_HEAD: &str = "INSERT INTO reservations (store_id, order_id, line_id, component, listing, \
+     quantity, state, ordered_at, created_at) ";
+
+const OPEN_RESERVATIONS_TAIL: &str =
+    " ON CONFLICT (store_id, order_id, line_id, component) DO NOTHING RETURNING component";
 
 /// Releases once: only open rows move.
-const RELEASE_RESERVATIONS: &str = "UPDATE reservations SET state = 'released', closed_at = $1 \
-     WHERE store_id = $2 AND order_id = $3 AND (CAST($4 AS TEXT) IS NULL OR line_id = $4) AND state = 'open'";
+const RELEASE_LINE_RESERVATIONS: &str = "UPDATE reservations SET state = 'released', closed_at = $1 \
+     WHERE store_id = $2 AND order_id = $3 AND line_id = $4 AND state = 'open' RETURNING component";
+
+/// The outbox's columns (see `outbox::INSERT_ROW`), for a multi-row insert.
+const INSERT_OUTBOX_HEAD: &str = "INSERT INTO outbox (kind, store_id, order_id, dedupe_key, payload, state, \
+     attempts, next_attempt_at, created_at, dead_reason) ";
 
 /// A reservation transition an order's new state asks for.
 enum ReservationChange<'a> {
@@ -239,6 +258,10 @@ impl Store {
     /// [`Store::ingest`] made under a job lease: the transaction first touches the lease
     /// row with its epoch (a row lock on PostgreSQL until commit), and writes nothing when
     /// another instance has taken the lease over since.
+    ///
+    /// A batch is written with a handful of multi-row statements (the upsert of its orders,
+    /// then their lines, listings, reservations and outbox rows), not several statements an
+    /// order: each statement is a round trip to SQLite's worker thread or to PostgreSQL.
     pub async fn ingest_fenced(
         &self,
         store_id: &str,
@@ -249,6 +272,28 @@ impl Store {
     ) -> Result<IngestStats, StoreError> {
         let now = Utc::now();
         let mut stats = IngestStats::default();
+        // Runs of orders with distinct ids: one multi-row upsert may not touch a row twice,
+        // and a repeated id must see the first copy stored before it is compared.
+        let mut groups: Vec<Vec<Prepared<'_>>> = vec![Vec::new()];
+        let mut ids_in_group: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for item in batch {
+            let Fetched::Order(order) = item else { continue };
+            if !ids_in_group.insert(order.order_id.as_str()) {
+                groups.push(Vec::new());
+                ids_in_group.clear();
+                ids_in_group.insert(order.order_id.as_str());
+            }
+            let detail = serde_json::to_string(&Detail {
+                buyer: order.buyer.clone(),
+                receiver: order.receiver.clone(),
+                contract: order.contract.clone(),
+            })
+            .map_err(|e| StoreError::Corrupt(format!("order {}: {e}", order.order_id)))?;
+            let fingerprint = fingerprint(order, &detail);
+            if let Some(group) = groups.last_mut() {
+                group.push(Prepared { order, detail, fingerprint });
+            }
+        }
         with_pool!(self, write, pool => {
             let mut tx = pool.begin().await?;
             if let Some(fence) = fence {
@@ -257,118 +302,213 @@ impl Store {
                     return Err(StoreError::FenceLost(format!("{} (epoch {})", fence.key, fence.epoch)));
                 }
             }
-            for item in batch {
-                match item {
-                    Fetched::Order(order) => {
-                        let detail = serde_json::to_string(&Detail {
-                            buyer: order.buyer.clone(),
-                            receiver: order.receiver.clone(),
-                            contract: order.contract.clone(),
-                        })
-                        .map_err(|e| StoreError::Corrupt(format!("order {}: {e}", order.order_id)))?;
-                        let revisions: Option<i64> = sqlx::query_scalar(UPSERT_ORDER)
-                            .bind(store_id)
-                            .bind(&order.order_id)
-                            .bind(order.status.as_str())
-                            .bind(status_rank(order.status))
-                            .bind(&order.platform_status)
-                            .bind(order.created_at)
-                            .bind(order.modified_at)
-                            .bind(order.paid_at)
-                            .bind(order.total_fen)
-                            .bind(order.payment_fen)
-                            .bind(order.post_fee_fen)
-                            .bind(&detail)
-                            .bind(&order.raw)
-                            .bind(fingerprint(order, &detail))
-                            .bind(now)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        match revisions {
-                            None => {
-                                stats.unchanged += 1;
-                                continue;
-                            }
-                            Some(1) => stats.inserted += 1,
-                            Some(_) => stats.updated += 1,
-                        }
-                        sqlx::query("DELETE FROM order_lines WHERE store_id = $1 AND order_id = $2")
-                            .bind(store_id)
-                            .bind(&order.order_id)
-                            .execute(&mut *tx)
-                            .await?;
-                        for line in &order.lines {
-                            sqlx::query(INSERT_LINE)
-                                .bind(store_id)
-                                .bind(&order.order_id)
-                                .bind(&line.line_id)
-                                .bind(&line.item_id)
-                                .bind(&line.sku_id)
-                                .bind(&line.outer_sku_id)
-                                .bind(&line.title)
-                                .bind(line.quantity)
-                                .bind(line.price_fen)
-                                .bind(line.payment_fen)
-                                .bind(refund_str(line.refund))
-                                .bind(&line.platform_status)
-                                .execute(&mut *tx)
-                                .await?;
-                            sqlx::query(UPSERT_LISTING)
-                                .bind(store_id)
-                                .bind(&line.item_id)
-                                .bind(line.sku_id.clone().unwrap_or_default())
-                                .bind(&line.outer_sku_id)
-                                .bind(&line.title)
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                        if let Some(rules) = rules {
-                            for change in reservation_changes(order, rules) {
-                                let done = match change {
-                                    ReservationChange::Open { line_id, component, listing, quantity } => {
-                                        sqlx::query(OPEN_RESERVATION)
-                                            .bind(store_id)
-                                            .bind(&order.order_id)
-                                            .bind(line_id)
-                                            .bind(component)
-                                            .bind(listing)
-                                            .bind(quantity)
-                                            .bind(order.paid_at.unwrap_or(order.created_at))
-                                            .bind(now)
-                                            .execute(&mut *tx)
-                                            .await?
-                                    }
-                                    ReservationChange::Release { line_id } => {
-                                        sqlx::query(RELEASE_RESERVATIONS)
-                                            .bind(now)
-                                            .bind(store_id)
-                                            .bind(&order.order_id)
-                                            .bind(line_id)
-                                            .execute(&mut *tx)
-                                            .await?
-                                    }
-                                };
-                                stats.reservation_changes += done.rows_affected();
-                            }
-                        }
-                        // The effects this state asks for commit with it (outbox).
-                        super::outbox::write_order_effects!(tx, store_id, order, now);
-                    }
-                    Fetched::Unparsed(unparsed) => {
-                        sqlx::query(INSERT_QUARANTINE)
-                            .bind(store_id)
-                            .bind(&unparsed.api)
-                            .bind(&unparsed.order_id)
-                            .bind(&unparsed.reason)
-                            .bind(&unparsed.raw)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
-                        stats.quarantined += 1;
+            let mut touched: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+            for group in groups.iter().filter(|g| !g.is_empty()) {
+                // 1. The upsert: only copies that win come back.
+                let mut changed: HashMap<String, i64> = HashMap::with_capacity(group.len());
+                for chunk in group.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = sqlx::QueryBuilder::new(UPSERT_ORDERS_HEAD);
+                    query.push_values(chunk, |mut row, p| {
+                        let order = p.order;
+                        row.push_bind(store_id)
+                            .push_bind(&order.order_id)
+                            .push_bind(order.status.as_str())
+                            .push_bind(status_rank(order.status))
+                            .push_bind(&order.platform_status)
+                            .push_bind(order.created_at)
+                            .push_bind(order.modified_at)
+                            .push_bind(order.paid_at)
+                            .push_bind(order.total_fen)
+                            .push_bind(order.payment_fen)
+                            .push_bind(order.post_fee_fen)
+                            .push_bind(&p.detail)
+                            .push_bind(&order.raw)
+                            .push_bind(&p.fingerprint)
+                            .push_bind(1_i64)
+                            .push_bind(now)
+                            .push_bind(now);
+                    });
+                    query.push(UPSERT_ORDERS_TAIL);
+                    for row in query.build().fetch_all(&mut *tx).await? {
+                        changed.insert(row.try_get("order_id")?, row.try_get("revisions")?);
                     }
                 }
+                let winners: Vec<&Order> =
+                    group.iter().map(|p| p.order).filter(|o| changed.contains_key(o.order_id.as_str())).collect();
+                for order in group.iter().map(|p| p.order) {
+                    match changed.get(order.order_id.as_str()) {
+                        None => stats.unchanged += 1,
+                        Some(1) => stats.inserted += 1,
+                        Some(_) => stats.updated += 1,
+                    }
+                }
+                if winners.is_empty() {
+                    continue;
+                }
+                // 2. Their lines, replaced.
+                for chunk in winners.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = sqlx::QueryBuilder::new("DELETE FROM order_lines WHERE store_id = ");
+                    query.push_bind(store_id).push(" AND order_id IN (");
+                    let mut list = query.separated(", ");
+                    for order in chunk {
+                        list.push_bind(&order.order_id);
+                    }
+                    query.push(")");
+                    query.build().execute(&mut *tx).await?;
+                }
+                let lines: Vec<(&Order, &OrderLine)> =
+                    winners.iter().flat_map(|o| o.lines.iter().map(move |l| (*o, l))).collect();
+                for chunk in lines.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = sqlx::QueryBuilder::new(INSERT_LINES_HEAD);
+                    query.push_values(chunk, |mut row, (order, line)| {
+                        row.push_bind(store_id)
+                            .push_bind(&order.order_id)
+                            .push_bind(&line.line_id)
+                            .push_bind(&line.item_id)
+                            .push_bind(&line.sku_id)
+                            .push_bind(&line.outer_sku_id)
+                            .push_bind(&line.title)
+                            .push_bind(line.quantity)
+                            .push_bind(line.price_fen)
+                            .push_bind(line.payment_fen)
+                            .push_bind(refund_str(line.refund))
+                            .push_bind(&line.platform_status);
+                    });
+                    query.build().execute(&mut *tx).await?;
+                }
+                // 3. The listings they name, once each (the last line's title, the last
+                // merchant code given).
+                let mut listings: std::collections::BTreeMap<(&str, &str), (Option<&str>, &str)> =
+                    std::collections::BTreeMap::new();
+                for (_, line) in &lines {
+                    let key = (line.item_id.as_str(), line.sku_id.as_deref().unwrap_or(""));
+                    let entry = listings.entry(key).or_insert((None, line.title.as_str()));
+                    entry.1 = line.title.as_str();
+                    if let Some(outer) = line.outer_sku_id.as_deref() {
+                        entry.0 = Some(outer);
+                    }
+                }
+                let listings: Vec<_> = listings.into_iter().collect();
+                for chunk in listings.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = sqlx::QueryBuilder::new(UPSERT_LISTINGS_HEAD);
+                    query.push_values(chunk, |mut row, ((item, sku), (outer, title))| {
+                        row.push_bind(store_id)
+                            .push_bind(*item)
+                            .push_bind(*sku)
+                            .push_bind(*outer)
+                            .push_bind(*title)
+                            .push_bind(now);
+                    });
+                    query.push(UPSERT_LISTINGS_TAIL);
+                    query.build().execute(&mut *tx).await?;
+                }
+                // 4. Reservations: opened once, released once.
+                if let Some(rules) = rules {
+                    let mut opens = Vec::new();
+                    let mut whole_releases = Vec::new();
+                    let mut line_releases = Vec::new();
+                    for order in &winners {
+                        for change in reservation_changes(order, rules) {
+                            match change {
+                                ReservationChange::Open { line_id, component, listing, quantity } => {
+                                    opens.push((*order, line_id, component, listing, quantity))
+                                }
+                                ReservationChange::Release { line_id: None } => whole_releases.push(*order),
+                                ReservationChange::Release { line_id: Some(line) } => {
+                                    line_releases.push((*order, line))
+                                }
+                            }
+                        }
+                    }
+                    for chunk in opens.chunks(ROWS_PER_STATEMENT) {
+                        let mut query = sqlx::QueryBuilder::new(OPEN_RESERVATIONS_HEAD);
+                        query.push_values(chunk, |mut row, (order, line_id, component, listing, quantity)| {
+                            row.push_bind(store_id)
+                                .push_bind(&order.order_id)
+                                .push_bind(*line_id)
+                                .push_bind(component)
+                                .push_bind(listing)
+                                .push_bind(*quantity)
+                                .push_bind("open")
+                                .push_bind(order.paid_at.unwrap_or(order.created_at))
+                                .push_bind(now);
+                        });
+                        query.push(OPEN_RESERVATIONS_TAIL);
+                        for row in query.build().fetch_all(&mut *tx).await? {
+                            touched.insert(row.try_get("component")?);
+                            stats.reservation_changes += 1;
+                        }
+                    }
+                    for chunk in whole_releases.chunks(ROWS_PER_STATEMENT) {
+                        let mut query = sqlx::QueryBuilder::new(
+                            "UPDATE reservations SET state = 'released', closed_at = ",
+                        );
+                        query.push_bind(now).push(" WHERE store_id = ").push_bind(store_id);
+                        query.push(" AND state = 'open' AND order_id IN (");
+                        let mut list = query.separated(", ");
+                        for order in chunk {
+                            list.push_bind(&order.order_id);
+                        }
+                        query.push(") RETURNING component");
+                        for row in query.build().fetch_all(&mut *tx).await? {
+                            touched.insert(row.try_get("component")?);
+                            stats.reservation_changes += 1;
+                        }
+                    }
+                    for (order, line_id) in line_releases {
+                        let rows = sqlx::query(RELEASE_LINE_RESERVATIONS)
+                            .bind(now)
+                            .bind(store_id)
+                            .bind(&order.order_id)
+                            .bind(line_id)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        for row in rows {
+                            touched.insert(row.try_get("component")?);
+                            stats.reservation_changes += 1;
+                        }
+                    }
+                }
+                // 5. The effects each state asks for commit with it (outbox): a paid order's
+                // fulfilment in one statement, the rarer withdrawals one order at a time.
+                let paid: Vec<&Order> =
+                    winners.iter().copied().filter(|o| o.status == OrderStatus::Paid).collect();
+                for chunk in paid.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = sqlx::QueryBuilder::new(INSERT_OUTBOX_HEAD);
+                    query.push_values(chunk, |mut row, order| {
+                        row.push_bind("fulfil")
+                            .push_bind(store_id)
+                            .push_bind(&order.order_id)
+                            .push_bind(super::outbox::fulfil_key(store_id, &order.order_id))
+                            .push_bind("{}")
+                            .push_bind("pending")
+                            .push_bind(0_i64)
+                            .push_bind(order.modified_at)
+                            .push_bind(now)
+                            .push_bind(None::<String>);
+                    });
+                    query.push(" ON CONFLICT (dedupe_key) DO NOTHING");
+                    query.build().execute(&mut *tx).await?;
+                }
+                for order in winners.iter().copied().filter(|o| o.status != OrderStatus::Paid) {
+                    super::outbox::write_order_effects!(tx, store_id, order, now);
+                }
             }
+            for item in batch {
+                if let Fetched::Unparsed(unparsed) = item {
+                    sqlx::query(INSERT_QUARANTINE)
+                        .bind(store_id)
+                        .bind(&unparsed.api)
+                        .bind(&unparsed.order_id)
+                        .bind(&unparsed.reason)
+                        .bind(&unparsed.raw)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    stats.quarantined += 1;
+                }
+            }
+            super::mark_components!(tx, &touched);
             if let Some((job, position)) = cursor {
                 sqlx::query(ADVANCE_CURSOR).bind(store_id).bind(job).bind(position).bind(now).execute(&mut *tx).await?;
             }

@@ -302,7 +302,8 @@ pub enum Finish {
 }
 
 const CONSUME: &str = "UPDATE reservations SET state = 'consumed', consumed_watermark = $1, closed_at = $2 \
-     WHERE store_id = $3 AND order_id = $4 AND state = 'open' AND (CAST($5 AS TEXT) IS NULL OR line_id = $5)";
+     WHERE store_id = $3 AND order_id = $4 AND state = 'open' AND (CAST($5 AS TEXT) IS NULL OR line_id = $5) \
+     RETURNING component";
 
 impl Store {
     /// Adds rows (duplicates by dedupe key are ignored) and, when given, moves a named
@@ -462,17 +463,23 @@ impl Store {
                         } else {
                             consume.line_ids.iter().map(|l| Some(l.as_str())).collect()
                         };
+                        let mut touched = std::collections::BTreeSet::new();
                         for line in lines {
-                            consumed += sqlx::query(CONSUME)
+                            let rows = sqlx::query(CONSUME)
                                 .bind(consume.watermark)
                                 .bind(now)
                                 .bind(&row.store_id)
                                 .bind(&row.order_id)
                                 .bind(line)
-                                .execute(&mut *tx)
-                                .await?
-                                .rows_affected();
+                                .fetch_all(&mut *tx)
+                                .await?;
+                            consumed += rows.len() as u64;
+                            for consumed_row in rows {
+                                touched.insert(consumed_row.try_get::<String, _>("component")?);
+                            }
                         }
+                        // The stock job re-plans what uses these components.
+                        super::mark_components!(tx, &touched);
                     }
                     Finish::RetryAt { at, error } => {
                         sqlx::query(

@@ -29,10 +29,12 @@ pub async fn sync_inventory(
     operator: &dyn OperatorApi,
     full: bool,
     known_stores: &std::collections::BTreeSet<String>,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<InventoryReport, SyncError> {
     let since = if full { None } else { store.watermark("stock").await? };
     let snapshot = operator.stock(since).await?;
-    crate::sync::shipments::pull_notices(store, operator, known_stores, chrono::Utc::now()).await?;
+    // The app's clock (not the host's): queued shipment pushes come due on it.
+    crate::sync::shipments::pull_notices(store, operator, known_stores, now).await?;
     if let Some(since) = since
         && !snapshot.full
         && snapshot.watermark < since

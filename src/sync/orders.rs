@@ -8,6 +8,8 @@
 //!   modified), so re-reads and duplicates across windows are harmless;
 //! - manual re-pulls (a time range, one order id) store orders but never move the cursor.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,7 +18,7 @@ use flagsync_market::{Clock, Fetched, Marketplace, OrderSink, SinkError, TimeWin
 use serde::Serialize;
 
 use super::SyncError;
-use crate::store::{IngestStats, Store};
+use crate::store::{IngestStats, Store, StoreError};
 
 /// The cursor name of the incremental order pull.
 pub const ORDERS_JOB: &str = "orders";
@@ -28,7 +30,7 @@ pub struct OrderSyncOptions {
     pub overlap: Duration,
     pub initial_lookback: Duration,
     /// How the store's lines map to the catalogue; reservations follow order state when set.
-    pub reservations: Option<std::sync::Arc<crate::inventory::ReservationRules>>,
+    pub reservations: Option<Arc<crate::inventory::ReservationRules>>,
     /// The job lease this pull runs under; every write checks it.
     pub fence: Option<crate::jobs::Fence>,
 }
@@ -68,49 +70,88 @@ impl OrderSyncReport {
 }
 
 /// Stores each batch as it comes, holding back the latest one so that the window's last
-/// batch and its cursor commit together.
-struct StoreSink<'a> {
-    store: &'a Store,
-    store_id: &'a str,
-    rules: Option<&'a crate::inventory::ReservationRules>,
-    fence: Option<&'a crate::jobs::Fence>,
+/// batch and its cursor commit together. One batch is stored in the background while the
+/// connector fetches the next (HTTP and the database overlap); ingests still commit one at
+/// a time and in order, since each waits for the one before.
+struct StoreSink {
+    store: Store,
+    store_id: String,
+    rules: Option<Arc<crate::inventory::ReservationRules>>,
+    fence: Option<crate::jobs::Fence>,
     pending: Vec<Fetched>,
+    /// The batch being stored in the background, and its orders' versions (not committed
+    /// yet, so `select_changed` must count them as known).
+    inflight: Option<tokio::task::JoinHandle<Result<IngestStats, StoreError>>>,
+    inflight_versions: HashMap<String, DateTime<Utc>>,
     stats: IngestStats,
     received: u64,
 }
 
-impl StoreSink<'_> {
+impl Drop for StoreSink {
+    fn drop(&mut self) {
+        // A pull given up (or cancelled) does not leave a write running behind it; an
+        // uncommitted ingest rolls back, and the window is read again next run.
+        if let Some(task) = self.inflight.take() {
+            task.abort();
+        }
+    }
+}
+
+impl StoreSink {
+    /// Waits for the background ingest, if any.
+    async fn settle(&mut self) -> Result<(), SyncError> {
+        if let Some(task) = self.inflight.take() {
+            let stats =
+                task.await.map_err(|e| SyncError::Invalid(format!("order ingest task failed: {e}")))??;
+            self.stats.add(stats);
+            self.inflight_versions.clear();
+        }
+        Ok(())
+    }
+
     async fn finish(&mut self, cursor: Option<DateTime<Utc>>) -> Result<(), SyncError> {
+        self.settle().await?;
         let batch = std::mem::take(&mut self.pending);
         if batch.is_empty() && cursor.is_none() {
             return Ok(());
         }
         let stats = self
             .store
-            .ingest_fenced(self.store_id, &batch, cursor.map(|c| (ORDERS_JOB, c)), self.rules, self.fence)
+            .ingest_fenced(
+                &self.store_id,
+                &batch,
+                cursor.map(|c| (ORDERS_JOB, c)),
+                self.rules.as_deref(),
+                self.fence.as_ref(),
+            )
             .await?;
         self.stats.add(stats);
         Ok(())
     }
 }
 
+fn versions(batch: &[Fetched]) -> impl Iterator<Item = (&str, DateTime<Utc>)> {
+    batch.iter().filter_map(|f| match f {
+        Fetched::Order(o) => Some((o.order_id.as_str(), o.modified_at)),
+        Fetched::Unparsed(_) => None,
+    })
+}
+
 #[async_trait]
-impl OrderSink for StoreSink<'_> {
+impl OrderSink for StoreSink {
     async fn select_changed(
         &mut self,
         candidates: &[(String, DateTime<Utc>)],
     ) -> Result<Vec<bool>, SinkError> {
         let ids: Vec<String> = candidates.iter().map(|(id, _)| id.clone()).collect();
         let stored =
-            self.store.stored_versions(self.store_id, &ids).await.map_err(|e| SinkError(Box::new(e)))?;
-        let held: std::collections::HashMap<&str, DateTime<Utc>> = self
-            .pending
-            .iter()
-            .filter_map(|f| match f {
-                Fetched::Order(o) => Some((o.order_id.as_str(), o.modified_at)),
-                Fetched::Unparsed(_) => None,
-            })
-            .collect();
+            self.store.stored_versions(&self.store_id, &ids).await.map_err(|e| SinkError(Box::new(e)))?;
+        let mut held: HashMap<&str, DateTime<Utc>> =
+            self.inflight_versions.iter().map(|(id, at)| (id.as_str(), *at)).collect();
+        for (id, at) in versions(&self.pending) {
+            let entry = held.entry(id).or_insert(at);
+            *entry = (*entry).max(at);
+        }
         Ok(candidates
             .iter()
             .map(|(id, modified)| {
@@ -122,14 +163,19 @@ impl OrderSink for StoreSink<'_> {
 
     async fn accept(&mut self, batch: Vec<Fetched>) -> Result<(), SinkError> {
         self.received += batch.len() as u64;
+        self.settle().await.map_err(|e| match e {
+            // Kept as a store error, so the pull's caller sees e.g. a lost fence as such.
+            SyncError::Store(store) => SinkError(Box::new(store)),
+            other => SinkError(Box::new(other)),
+        })?;
         let previous = std::mem::replace(&mut self.pending, batch);
         if !previous.is_empty() {
-            let stats = self
-                .store
-                .ingest_fenced(self.store_id, &previous, None, self.rules, self.fence)
-                .await
-                .map_err(|e| SinkError(Box::new(e)))?;
-            self.stats.add(stats);
+            self.inflight_versions = versions(&previous).map(|(id, at)| (id.to_string(), at)).collect();
+            let (store, store_id, rules, fence) =
+                (self.store.clone(), self.store_id.clone(), self.rules.clone(), self.fence.clone());
+            self.inflight = Some(tokio::spawn(async move {
+                store.ingest_fenced(&store_id, &previous, None, rules.as_deref(), fence.as_ref()).await
+            }));
         }
         Ok(())
     }
@@ -195,11 +241,13 @@ pub async fn sync_orders(
     };
 
     let mut sink = StoreSink {
-        store,
-        store_id,
-        rules: options.reservations.as_deref(),
-        fence: options.fence.as_ref(),
+        store: store.clone(),
+        store_id: store_id.to_string(),
+        rules: options.reservations.clone(),
+        fence: options.fence.clone(),
         pending: Vec::new(),
+        inflight: None,
+        inflight_versions: HashMap::new(),
         stats: IngestStats::default(),
         received: 0,
     };
@@ -215,6 +263,7 @@ pub async fn sync_orders(
         tracing::debug!(store = store_id, start = %window_start, end = %window_end, orders = stats.orders, "window pulled");
         window_start = window_end;
     }
+    sink.settle().await?;
     report.received = sink.received;
     report.add(sink.stats);
     report.cursor = store.cursor(store_id, ORDERS_JOB).await?;

@@ -1,15 +1,17 @@
 //! Reconcile: read every pushed listing's live quantity back from the marketplace and
 //! report those that differ from what flagsync expects (what it last pushed, less the sales
-//! it has pulled since); `fix` pushes the expected values.
+//! it has pulled since, plus the units refunds of earlier sales gave back); `fix` pushes the
+//! expected values.
 
+use chrono::{DateTime, Utc};
 use flagsync_market::{ListingRef, Marketplace, StockUpdate};
 use serde::{Deserialize, Serialize};
 
 use super::SyncError;
 use crate::inventory::listing_key;
 use crate::inventory::planner::{ListingState, show};
-use crate::store::Store;
-use crate::sync::stock::{StockPolicy, plan_listings};
+use crate::store::{ListingWrite, Store};
+use crate::sync::stock::{ListingPlan, PAGE, StockPolicy, plan_rows, target_counts};
 
 /// One listing that differs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +33,8 @@ pub struct ReconcileReport {
     pub errors: Vec<String>,
 }
 
+/// Walks the store's listings a page at a time (memory follows the page, not the
+/// catalogue).
 pub async fn reconcile(
     store: &Store,
     store_id: &str,
@@ -38,11 +42,36 @@ pub async fn reconcile(
     policy: &StockPolicy,
     catalog: &crate::inventory::Catalog,
     fix: bool,
+    now: DateTime<Utc>,
 ) -> Result<ReconcileReport, SyncError> {
     let levels = store.component_levels(catalog).await?;
-    let (plans, _) = plan_listings(store, store_id, policy, &levels).await?;
-    let pushed: Vec<_> = plans.into_iter().filter(|p| p.row.state.last_pushed.is_some()).collect();
-    let mut report = ReconcileReport { checked: pushed.len() as u64, ..ReconcileReport::default() };
+    let counts = target_counts(store, store_id, policy, None).await?;
+    let mut report = ReconcileReport::default();
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let rows = store
+            .listings_page(store_id, after.as_ref().map(|(i, s)| (i.as_str(), s.as_str())), PAGE)
+            .await?;
+        let Some(last) = rows.last() else { break };
+        after = Some((last.item_id.clone(), last.sku_id.clone()));
+        let rows: Vec<_> = rows.into_iter().filter(|row| row.state.last_pushed.is_some()).collect();
+        let mut unmapped = Vec::new();
+        let pushed = plan_rows(store, store_id, policy, &levels, &counts, rows, &mut unmapped).await?;
+        reconcile_page(store, store_id, market, &pushed, fix, now, &mut report).await?;
+    }
+    Ok(report)
+}
+
+async fn reconcile_page(
+    store: &Store,
+    store_id: &str,
+    market: &dyn Marketplace,
+    pushed: &[ListingPlan],
+    fix: bool,
+    clock_now: DateTime<Utc>,
+    report: &mut ReconcileReport,
+) -> Result<(), SyncError> {
+    report.checked += pushed.len() as u64;
     let refs: Vec<ListingRef> = pushed
         .iter()
         .map(|p| ListingRef { item_id: p.row.item_id.clone(), sku_id: p.row.sku().map(str::to_string) })
@@ -63,8 +92,13 @@ pub async fn reconcile(
             continue;
         };
         let last = row.state.last_pushed.unwrap_or(0);
+        // Sales since the last push took units off the listing; refunds of sales before it
+        // gave units back (the platform does that by itself).
         let sold = match row.last_pushed_at {
-            Some(at) => store.sold_units_since(store_id, &row.item_id, &row.sku_id, at).await?,
+            Some(at) => {
+                store.sold_units_since(store_id, &row.item_id, &row.sku_id, at).await?
+                    - store.returned_units_since(store_id, &row.item_id, &row.sku_id, at).await?
+            }
             None => 0,
         };
         let (expected, state) = match row.state.allowance {
@@ -113,7 +147,17 @@ pub async fn reconcile(
                 Ok(now) => {
                     let sku = update.listing.sku_id.clone().unwrap_or_default();
                     store
-                        .save_listing_state(store_id, &update.listing.item_id, &sku, state, true, Some(now))
+                        .write_listing_states(
+                            store_id,
+                            &[ListingWrite::Saved {
+                                item_id: update.listing.item_id.clone(),
+                                sku_id: sku,
+                                state: *state,
+                                pushed: true,
+                                live: Some(now),
+                            }],
+                            clock_now,
+                        )
                         .await?;
                     report.differing[*index].fixed = true;
                     report.fixed += 1;
@@ -122,5 +166,5 @@ pub async fn reconcile(
             }
         }
     }
-    Ok(report)
+    Ok(())
 }

@@ -41,6 +41,10 @@ pub enum Fault {
     /// Before answering a page, this many orders inside the queried window are modified
     /// (their `modified` moves to now), so they shift between pages mid-pull.
     ShuffleDuringPaging { orders: usize },
+    /// A page of an order list repeats one of its records (the rest shift one place toward
+    /// the next page), as offset paging does when the list changes under it. TOP's
+    /// incremental trade list renders it; other methods answer normally.
+    DuplicatePage,
 }
 
 impl Fault {
@@ -59,6 +63,7 @@ impl Fault {
             Self::Malformed => "malformed",
             Self::CorruptRecord => "corrupt_record",
             Self::ShuffleDuringPaging { .. } => "shuffle_during_paging",
+            Self::DuplicatePage => "duplicate_page",
         }
     }
 }
@@ -106,6 +111,11 @@ impl FaultPlan {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PlanState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Restarts the random draws from `seed` (a simulation gives every plan its own seed).
+    pub fn reseed(&self, seed: u64) {
+        self.lock().rng = ChaCha8Rng::seed_from_u64(seed);
     }
 
     /// Queues a fault for the next call to `api` (or to any method when `None`).

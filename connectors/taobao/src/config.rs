@@ -44,7 +44,8 @@ pub struct TaobaoConfig {
     /// Calls per second for this `app_key`, shared by every connector in the process with
     /// the same key (the first one registered sets the rate).
     pub calls_per_second: u32,
-    /// Parallel `taobao.trade.fullinfo.get` calls during a pull (default 4).
+    /// Parallel `taobao.trade.fullinfo.get` calls during a pull (default 8; the calls are
+    /// independent, and the app key's rate limit still applies).
     pub detail_concurrency: usize,
     /// The `type` filter sent with every list call (default [`ALL_TRADE_TYPES`]).
     pub trade_types: Vec<String>,
@@ -61,7 +62,7 @@ impl Default for TaobaoConfig {
             sign_method: SignMethod::default(),
             page_size: 40,
             calls_per_second: 10,
-            detail_concurrency: 4,
+            detail_concurrency: 8,
             trade_types: ALL_TRADE_TYPES.iter().map(|t| t.to_string()).collect(),
             retry: RetryPolicy::default(),
         }

@@ -519,9 +519,10 @@ impl Marketplace for TaobaoConnector {
 
     /// Pages the increment list backwards from the last page (the order TOP prescribes:
     /// the list is sorted by `modified` descending, so trades that leave the window while
-    /// we read shift the rest toward page 1, which is still ahead of us), then re-reads
-    /// forward until a pass finds no unseen trade (at most 3 passes) to catch trades that
-    /// new modifications pushed past a page already read.
+    /// we read shift the rest toward page 1, which is still ahead of us), then, unless the
+    /// window was one page or closed and steady (see below), re-reads forward until a pass
+    /// finds no unseen trade (at most 3 passes) to catch trades that new modifications
+    /// pushed past a page already read.
     async fn pull_orders(
         &self,
         window: TimeWindow,
@@ -534,14 +535,27 @@ impl Marketplace for TaobaoConnector {
             stats: PullStats::default(),
             calls: AtomicU64::new(0),
         };
+        let began = self.clock.now();
         let first = self.list_page(&window, 1, &pull.calls).await?;
-        let last = self.pages(Self::total(&first)?);
+        let first_total = Self::total(&first)?;
+        let last = self.pages(first_total);
         self.absorb(first, sink, &mut pull).await?;
+        let mut steady = true;
         for page in (2..=last).rev() {
             let listed = self.list_page(&window, page, &pull.calls).await?;
+            steady &= listed.total_results == Some(first_total);
             self.absorb(listed, sink, &mut pull).await?;
         }
-        for pass in 1..=MAX_REREAD_PASSES {
+        // The forward re-read is skipped when it cannot find anything:
+        // - one page: a single read is one consistent snapshot of the window;
+        // - a window that closed before the pull began (`modified` is stamped to the
+        //   second, so a trade changed while we read moves past its end) can only lose
+        //   trades, which the backward order already survives; and every page reported the
+        //   same total as the first, so none left or arrived while we read.
+        // Otherwise trades that moved between pages mid-pull may have been skipped.
+        let closed = window.end + TimeDelta::seconds(1) <= began;
+        let rereads = if last <= 1 || (closed && steady) { 0 } else { MAX_REREAD_PASSES };
+        for pass in 1..=rereads {
             let first = self.list_page(&window, 1, &pull.calls).await?;
             let last = self.pages(Self::total(&first)?);
             let mut unseen = self.absorb(first, sink, &mut pull).await?;

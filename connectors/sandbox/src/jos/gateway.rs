@@ -162,7 +162,7 @@ impl JosSandbox {
         let mut call = Call { method, params: &business, now, transient: false, corrupt: false, shuffle: 0 };
         let mut wire = Wire::Normal;
         match self.inner.faults.next(method) {
-            None => {}
+            None | Some(Fault::DuplicatePage) => {}
             Some(Fault::Throttle { ban_secs }) => {
                 let until = now + TimeDelta::seconds(i64::try_from(ban_secs).unwrap_or(i64::MAX / 2_000));
                 state.bans.insert(method.to_string(), until);

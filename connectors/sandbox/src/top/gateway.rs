@@ -165,7 +165,10 @@ fn first_step(sandbox: &TopSandbox, state: &mut store::State, params: Params) ->
         // A proxy error page in place of the gateway: the call never reached the service.
         Some(Fault::Malformed) => return Step::Done(Outcome::Malformed),
         Some(
-            fault @ (Fault::CorruptRecord | Fault::ShuffleDuringPaging { .. } | Fault::TransientBusiness),
+            fault @ (Fault::CorruptRecord
+            | Fault::ShuffleDuringPaging { .. }
+            | Fault::DuplicatePage
+            | Fault::TransientBusiness),
         ) => return Step::Done(Outcome::Json(run(sandbox, state, &call, Some(fault)))),
     };
     Step::Done(Outcome::Json(error_body(state, &error)))

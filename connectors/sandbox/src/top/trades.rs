@@ -178,6 +178,11 @@ fn trade_page(cx: &Ctx, trades: &[&Trade], fields: &Fields, paging: &Paging) -> 
             }
         })
         .collect();
+    if cx.fault == Some(Fault::DuplicatePage) && start < records.len() {
+        // The page repeats its first record; the rest shift by one toward the next page.
+        let first = records[start].clone();
+        records.insert(start + 1, first);
+    }
     if cx.corrupt() {
         let end = records.len().min(start.saturating_add(paging.page_size));
         if let Some(page) = records.get_mut(start..end) {

@@ -86,13 +86,28 @@ fn trades(n: u64) -> Vec<(u64, DateTime<Utc>)> {
 }
 
 async fn pull(app_key: &str, n: u64, script: Script) -> (Vec<(String, DateTime<Utc>)>, Arc<MovingGateway>) {
+    pull_at(app_key, n, script, false).await
+}
+
+/// `open`: the window reaches "now" (the clock stands at its end), so trades modified
+/// during the pull can land inside it; otherwise it closed half an hour before.
+async fn pull_at(
+    app_key: &str,
+    n: u64,
+    script: Script,
+    open: bool,
+) -> (Vec<(String, DateTime<Utc>)>, Arc<MovingGateway>) {
     let gateway = Arc::new(MovingGateway {
         window: window(),
         trades: Mutex::new(trades(n)),
         list_calls: Mutex::new(0),
         script,
     });
-    let connector = TaobaoConnector::new(config(app_key), gateway.clone(), clock());
+    let clock = clock();
+    if open {
+        clock.set(window().end);
+    }
+    let connector = TaobaoConnector::new(config(app_key), gateway.clone(), clock);
     let mut sink = CollectSink::default();
     connector.pull_orders(window(), &mut sink).await.unwrap();
     let got = sink
@@ -146,9 +161,10 @@ async fn trades_leaving_the_window_mid_pull_do_not_hide_others() {
 async fn a_trade_modified_inside_the_window_mid_pull_is_caught_at_its_new_version() {
     // After the second call (the last page, [t7]), t6 is modified inside the window and
     // jumps to the top, pushing every newer trade one place down: the backward pass then
-    // reads [t4 t5] and [t2 t3] and never meets t6; the forward re-read finds it.
+    // reads [t4 t5] and [t2 t3] and never meets t6; the forward re-read finds it. (Only a
+    // window that reaches "now" can gain a trade mid-pull: TOP stamps `modified` with now.)
     let moved_to = window().end - TimeDelta::minutes(1);
-    let (got, gateway) = pull(
+    let (got, gateway) = pull_at(
         "paging-move",
         7,
         Box::new(move |call, trades| {
@@ -160,6 +176,7 @@ async fn a_trade_modified_inside_the_window_mid_pull_is_caught_at_its_new_versio
                 }
             }
         }),
+        true,
     )
     .await;
     let seen = newest_per_tid(&got);
@@ -170,8 +187,17 @@ async fn a_trade_modified_inside_the_window_mid_pull_is_caught_at_its_new_versio
 }
 
 #[tokio::test]
-async fn a_quiet_window_costs_two_passes_and_fetches_each_trade_once() {
+async fn a_quiet_closed_window_costs_one_pass_and_fetches_each_trade_once() {
+    // Closed before the pull began, and every page reports the same total: nothing can have
+    // moved, so the re-read is skipped.
     let (got, gateway) = pull("paging-quiet", 7, Box::new(|_, _| {})).await;
+    assert_eq!(got.len(), 7);
+    assert_eq!(*gateway.list_calls.lock().unwrap(), 4);
+}
+
+#[tokio::test]
+async fn a_quiet_open_window_costs_two_passes_and_fetches_each_trade_once() {
+    let (got, gateway) = pull_at("paging-quiet-open", 7, Box::new(|_, _| {}), true).await;
     assert_eq!(got.len(), 7);
     assert_eq!(*gateway.list_calls.lock().unwrap(), 8);
 }
