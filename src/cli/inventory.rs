@@ -259,14 +259,15 @@ pub async fn reconcile(app: &App, args: ReconcileArgs) -> anyhow::Result<ExitCod
             println!("{}", serde_json::to_string_pretty(&json!({"differing": all, "errors": errors}))?)
         }
         Format::Csv => {
-            println!("store,listing,target,expected,last_pushed,live,fixed");
+            println!("store,listing,target,expected,expected_max,last_pushed,live,fixed");
             for d in &all {
                 println!(
-                    "{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{}",
                     d.store,
                     d.listing,
                     d.target,
                     d.expected,
+                    d.expected_max,
                     d.last_pushed.map_or(String::new(), |v| v.to_string()),
                     d.live,
                     d.fixed
@@ -278,16 +279,20 @@ pub async fn reconcile(app: &App, args: ReconcileArgs) -> anyhow::Result<ExitCod
                 println!("every pushed listing shows what flagsync expects");
             } else {
                 println!(
-                    "{:<16} {:<32} {:<20} {:>8} {:>11} {:>6} fixed",
+                    "{:<16} {:<32} {:<20} {:>11} {:>11} {:>6} fixed",
                     "store", "listing", "target", "expected", "last pushed", "live"
                 );
                 for d in &all {
                     println!(
-                        "{:<16} {:<32} {:<20} {:>8} {:>11} {:>6} {}",
+                        "{:<16} {:<32} {:<20} {:>11} {:>11} {:>6} {}",
                         d.store,
                         d.listing,
                         d.target,
-                        d.expected,
+                        if d.expected == d.expected_max {
+                            d.expected.to_string()
+                        } else {
+                            format!("{}-{}", d.expected, d.expected_max)
+                        },
                         d.last_pushed.map_or("-".into(), |v| v.to_string()),
                         d.live,
                         if d.fixed { "yes" } else { "no" }

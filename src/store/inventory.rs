@@ -101,6 +101,23 @@ pub struct OpenReservation {
 }
 
 /// What applying an operator snapshot did.
+/// Units a listing's marketplace counter lost to sales (`sold_*`) and got back from refunds
+/// (`back_*`) after a reading, as bounds: see `Store::units_moved_since`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnitsMoved {
+    pub sold_min: i64,
+    pub sold_max: i64,
+    pub back_min: i64,
+    pub back_max: i64,
+}
+
+impl UnitsMoved {
+    /// The fewest and the most units the counter can have lost in all.
+    pub fn net_range(&self) -> (i64, i64) {
+        (self.sold_min - self.back_max, self.sold_max - self.back_min)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct SnapshotStats {
     pub levels: u64,
@@ -859,59 +876,55 @@ impl Store {
         Ok(units.unwrap_or(0))
     }
 
-    /// Units of a listing in paid orders paid after `since` (sales since a push).
-    pub async fn sold_units_since(
+    /// How many units of a listing went and came back on the marketplace's own counter
+    /// after a reading taken at an instant known only to lie in `[early, late]` (the
+    /// platforms stamp orders to the second, and their clocks are not ours). Sales are
+    /// lines of paid orders paid after the reading; give-backs are lines of orders paid
+    /// at or before it (their sale was in the reading) that were refunded or closed after
+    /// it, before the marketplace was told of a shipment (both platforms return a paid
+    /// order's units to the listing when it is refunded before shipment). Lines whose times
+    /// fall inside the interval count toward the bounds only.
+    pub async fn units_moved_since(
         &self,
         store_id: &str,
         item_id: &str,
         sku_id: &str,
-        since: DateTime<Utc>,
-    ) -> Result<i64, StoreError> {
-        let units: Option<i64> = with_pool!(self, read, pool => {
-            sqlx::query_scalar(
-                "SELECT CAST(SUM(l.quantity) AS BIGINT) FROM order_lines l JOIN orders o ON o.store_id = l.store_id AND o.order_id = l.order_id \
-                 WHERE l.store_id = $1 AND l.item_id = $2 AND COALESCE(l.sku_id, '') = $3 AND l.refund <> 'refunded' \
-                 AND o.status IN ('paid', 'held', 'partially_shipped', 'shipped', 'completed') AND o.paid_at > $4",
+        early: DateTime<Utc>,
+        late: DateTime<Utc>,
+    ) -> Result<UnitsMoved, StoreError> {
+        let moved = with_pool!(self, read, pool => {
+            let row = sqlx::query(
+                "SELECT \
+                 CAST(COALESCE(SUM(CASE WHEN sold AND m.paid_at > $5 THEN m.quantity END), 0) AS BIGINT) AS sold_min, \
+                 CAST(COALESCE(SUM(CASE WHEN sold THEN m.quantity END), 0) AS BIGINT) AS sold_max, \
+                 CAST(COALESCE(SUM(CASE WHEN back AND m.paid_at <= $4 AND m.modified_at > $5 THEN m.quantity END), 0) AS BIGINT) AS back_min, \
+                 CAST(COALESCE(SUM(CASE WHEN back THEN m.quantity END), 0) AS BIGINT) AS back_max \
+                 FROM (SELECT l.quantity, o.paid_at, o.modified_at, \
+                   (l.refund <> 'refunded' AND o.status IN ('paid', 'held', 'partially_shipped', 'shipped', 'completed') \
+                    AND o.paid_at > $4) AS sold, \
+                   (o.paid_at IS NOT NULL AND o.paid_at <= $5 AND o.modified_at > $4 \
+                    AND (l.refund = 'refunded' OR o.status IN ('cancelled', 'refunded')) \
+                    AND NOT EXISTS (SELECT 1 FROM outbox x WHERE x.store_id = l.store_id AND x.order_id = l.order_id \
+                      AND x.kind = 'ship' AND x.state = 'done' AND x.done_at < o.modified_at)) AS back \
+                   FROM order_lines l JOIN orders o ON o.store_id = l.store_id AND o.order_id = l.order_id \
+                   WHERE l.store_id = $1 AND l.item_id = $2 AND COALESCE(l.sku_id, '') = $3 \
+                   AND (o.paid_at > $4 OR o.modified_at > $4)) m",
             )
             .bind(store_id)
             .bind(item_id)
             .bind(sku_id)
-            .bind(since)
+            .bind(early)
+            .bind(late)
             .fetch_one(pool)
-            .await?
+            .await?;
+            UnitsMoved {
+                sold_min: row.try_get("sold_min")?,
+                sold_max: row.try_get("sold_max")?,
+                back_min: row.try_get("back_min")?,
+                back_max: row.try_get("back_max")?,
+            }
         });
-        Ok(units.unwrap_or(0))
-    }
-
-    /// Units a listing's marketplace counter got back since `since` by itself: lines of
-    /// orders paid at or before `since` (so their sale was already counted off the listing)
-    /// that were refunded or closed after it before the marketplace was told of a shipment
-    /// (the operator may have shipped; the platform does not know). Both platforms return
-    /// a paid order's units to the listing when it is refunded before shipment.
-    pub async fn returned_units_since(
-        &self,
-        store_id: &str,
-        item_id: &str,
-        sku_id: &str,
-        since: DateTime<Utc>,
-    ) -> Result<i64, StoreError> {
-        let units: Option<i64> = with_pool!(self, read, pool => {
-            sqlx::query_scalar(
-                "SELECT CAST(SUM(l.quantity) AS BIGINT) FROM order_lines l JOIN orders o ON o.store_id = l.store_id AND o.order_id = l.order_id \
-                 WHERE l.store_id = $1 AND l.item_id = $2 AND COALESCE(l.sku_id, '') = $3 \
-                 AND o.paid_at IS NOT NULL AND o.paid_at <= $4 AND o.modified_at > $4 \
-                 AND (l.refund = 'refunded' OR o.status IN ('cancelled', 'refunded')) \
-                 AND NOT EXISTS (SELECT 1 FROM outbox x WHERE x.store_id = l.store_id \
-                 AND x.order_id = l.order_id AND x.kind = 'ship' AND x.state = 'done' AND x.done_at < o.modified_at)",
-            )
-            .bind(store_id)
-            .bind(item_id)
-            .bind(sku_id)
-            .bind(since)
-            .fetch_one(pool)
-            .await?
-        });
-        Ok(units.unwrap_or(0))
+        Ok(moved)
     }
 
     /// Open reservations of a component, oldest first.

@@ -23,7 +23,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use audit::ReservationAudit;
-pub use inventory::{ListingRow, ListingWrite, OpenReservation, SeenListing, SnapshotStats};
+pub use inventory::{ListingRow, ListingWrite, OpenReservation, SeenListing, SnapshotStats, UnitsMoved};
 #[allow(unused_imports)]
 pub(crate) use leases::fence_clause;
 pub use leases::{EpochMatch, FENCE_HOLDS_SQL, LeaseRow, RunRequest};

@@ -1,7 +1,7 @@
 //! Reconcile: read every pushed listing's live quantity back from the marketplace and
 //! report those that differ from what flagsync expects (what it last pushed, less the sales
-//! it has pulled since, plus the units refunds of earlier sales gave back); `fix` pushes the
-//! expected values.
+//! it has pulled since, plus the units refunds of earlier sales gave back, as a range where
+//! order times are too close to the reading to tell); `fix` pushes the low end.
 
 use chrono::{DateTime, Utc};
 use flagsync_market::{ListingRef, Marketplace, StockUpdate};
@@ -19,7 +19,11 @@ pub struct Discrepancy {
     pub store: String,
     pub listing: String,
     pub target: String,
+    /// The fewest units the listing can rightly show (what `fix` pushes)...
     pub expected: i64,
+    /// ...and the most (sales and refunds stamped near the last reading may fall on
+    /// either side of it).
+    pub expected_max: i64,
     pub last_pushed: Option<i64>,
     pub live: i64,
     pub fixed: bool,
@@ -32,6 +36,11 @@ pub struct ReconcileReport {
     pub fixed: u64,
     pub errors: Vec<String>,
 }
+
+/// How far from the reading behind a listing's state a sale or refund counts as possibly
+/// on either side of it: the platforms stamp orders to the second, their clocks are not
+/// ours, and a reading takes a moment.
+pub const ATTRIBUTION_SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(3);
 
 /// Walks the store's listings a page at a time (memory follows the page, not the
 /// catalogue).
@@ -92,21 +101,30 @@ async fn reconcile_page(
             continue;
         };
         let last = row.state.last_pushed.unwrap_or(0);
-        // Sales since the last push took units off the listing; refunds of sales before it
-        // gave units back (the platform does that by itself).
-        let sold = match row.last_pushed_at {
-            Some(at) => {
-                store.sold_units_since(store_id, &row.item_id, &row.sku_id, at).await?
-                    - store.returned_units_since(store_id, &row.item_id, &row.sku_id, at).await?
-            }
-            None => 0,
+        // Sales since the reading behind the last push took units off the listing; refunds
+        // of sales before it gave units back (the platform does that by itself). Orders
+        // are stamped to the second by the platform's clock, so those near the reading may
+        // fall on either side: they widen the expectation into a range.
+        let (gone_min, gone_max) = match row.last_pushed_at {
+            Some(at) => store
+                .units_moved_since(
+                    store_id,
+                    &row.item_id,
+                    &row.sku_id,
+                    at - ATTRIBUTION_SLACK,
+                    at + ATTRIBUTION_SLACK,
+                )
+                .await?
+                .net_range(),
+            None => (0, 0),
         };
-        let (expected, state) = match row.state.allowance {
+        let (expected, expected_max, state) = match row.state.allowance {
             Some(allowance) if !plan.input.shared_pool => {
-                let left = allowance - sold;
+                let left = allowance - gone_max;
                 let expected = show(left, &plan.input.allocation);
                 (
                     expected,
+                    show(allowance - gone_min, &plan.input.allocation),
                     ListingState {
                         allowance: Some(left),
                         last_pushed: Some(expected),
@@ -116,16 +134,21 @@ async fn reconcile_page(
                 )
             }
             _ => {
-                let expected = (last - sold).max(0);
-                (expected, ListingState { last_pushed: Some(expected), pending: None, ..row.state })
+                let expected = (last - gone_max).max(0);
+                (
+                    expected,
+                    (last - gone_min).max(0),
+                    ListingState { last_pushed: Some(expected), pending: None, ..row.state },
+                )
             }
         };
-        if expected != now_live {
+        if !(expected..=expected_max).contains(&now_live) {
             report.differing.push(Discrepancy {
                 store: store_id.to_string(),
                 listing: listing_key(&row.item_id, row.sku()),
                 target: plan.input.target.target.clone(),
                 expected,
+                expected_max,
                 last_pushed: row.state.last_pushed,
                 live: now_live,
                 fixed: false,
