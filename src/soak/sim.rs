@@ -190,7 +190,15 @@ fn config(rng: &mut ChaCha8Rng) -> Config {
 }
 
 /// Faults for one gateway, each kind with its own probability drawn from the seed.
-fn plan_faults(plan: &FaultPlan, rng: &mut ChaCha8Rng, rate: f64, list_api: Option<&str>) {
+/// `protection` is how late an order list may see a modification without losing it (the
+/// settle delay plus the overlap): the index lags drawn for `LateModified` stay within it.
+fn plan_faults(
+    plan: &FaultPlan,
+    rng: &mut ChaCha8Rng,
+    rate: f64,
+    list_api: Option<&str>,
+    protection: Duration,
+) {
     if rate <= 0.0 {
         return;
     }
@@ -218,6 +226,8 @@ fn plan_faults(plan: &FaultPlan, rng: &mut ChaCha8Rng, rate: f64, list_api: Opti
     }
     if let Some(api) = list_api {
         plan.random(Some(api), Fault::ShuffleDuringPaging { orders: rng.random_range(1..5) }, rate * 2.0);
+        let lag = Duration::from_secs(rng.random_range(1..=protection.as_secs().max(1)));
+        plan.random(Some(api), Fault::LateModified { lag }, rate * 2.0);
     }
 }
 
@@ -469,9 +479,10 @@ pub async fn run_seed(seed: u64, options: &SimOptions) -> anyhow::Result<SeedRep
 
     // A third of the seeds run clean; the rest draw a fault rate.
     let rate = if rng.random_bool(0.33) { 0.0 } else { rng.random_range(0.02..0.25) };
-    plan_faults(&sandbox.top_faults, &mut rng, rate, Some("taobao.trades.sold.increment.get"));
-    plan_faults(&sandbox.jos_faults, &mut rng, rate, Some("jingdong.pop.order.search"));
-    plan_faults(&sandbox.operator_faults, &mut rng, rate, None);
+    let protection = config.sync.settle_delay + config.sync.overlap;
+    plan_faults(&sandbox.top_faults, &mut rng, rate, Some("taobao.trades.sold.increment.get"), protection);
+    plan_faults(&sandbox.jos_faults, &mut rng, rate, Some("jingdong.pop.order.search"), protection);
+    plan_faults(&sandbox.operator_faults, &mut rng, rate, None, protection);
 
     let router = sandbox.top.router().merge(sandbox.jos.router()).merge(sandbox.operator.router());
     let transport = RouterTransport::new(router, CALL_TIMEOUT);

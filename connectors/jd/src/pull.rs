@@ -36,8 +36,10 @@ struct Seen {
 
 impl Seen {
     /// Keeps the orders not handed over yet at this `modified` or newer; within the batch
-    /// the newest version of an order wins.
-    fn take_new(&mut self, batch: Vec<Fetched>) -> Vec<Fetched> {
+    /// the newest version of an order wins. Also says whether the batch repeated an order
+    /// version (handed over before, or twice in the batch).
+    fn take_new(&mut self, batch: Vec<Fetched>) -> (Vec<Fetched>, bool) {
+        let mut repeated = false;
         let mut out: Vec<Fetched> = Vec::new();
         let mut at: HashMap<String, usize> = HashMap::new();
         for fetched in batch {
@@ -45,6 +47,7 @@ impl Seen {
                 Fetched::Order(order) => {
                     let modified = order.modified_at;
                     if self.orders.get(&order.order_id).is_some_and(|seen| *seen >= modified) {
+                        repeated = true;
                         continue;
                     }
                     self.orders.insert(order.order_id.clone(), modified);
@@ -61,11 +64,13 @@ impl Seen {
                     unparsed.raw.hash(&mut hasher);
                     if self.unparsed.insert(hasher.finish()) {
                         out.push(fetched);
+                    } else {
+                        repeated = true;
                     }
                 }
             }
         }
-        out
+        (out, repeated)
     }
 }
 
@@ -131,27 +136,33 @@ impl JdConnector {
                 continue;
             }
             let first_total = first.total;
-            self.hand_over(first, &mut seen, sink, &mut stats).await?;
+            let first_repeated = self.hand_over(first, &mut seen, sink, &mut stats).await?.1;
             if pages <= 1 {
                 continue;
             }
             let mut steady = true;
+            // A page that repeats an order shows the list shifted under offset paging (ties
+            // in `modified` sorted differently, or an order moving): a record may have been
+            // pushed past a page boundary anywhere, so the first verify round reads every page.
+            let mut shifted = first_repeated;
             for page in (2..=pages).rev() {
                 let found = self.search(from, to, page, &mut stats).await?;
                 steady &= found.total == first_total;
-                self.hand_over(found, &mut seen, sink, &mut stats).await?;
+                shifted |= self.hand_over(found, &mut seen, sink, &mut stats).await?.1;
             }
             // A window that had closed before the pull began (JD stamps `modified` to the
             // second) never gains an order while we read: a modified order leaves it, which
             // the backward pass survives. With every page reporting the same total as page
-            // 1, nothing left either, so a verify round cannot find anything.
+            // 1, nothing left either, so a verify round cannot find anything, unless a page
+            // repeated an order (ties in `modified` ordered differently between calls).
             let closed = to + TimeDelta::seconds(1) <= began;
-            let rounds = if closed && steady { 0 } else { VERIFY_ROUNDS };
-            for _ in 0..rounds {
+            let rounds = if closed && steady && !shifted { 0 } else { VERIFY_ROUNDS };
+            for round in 0..rounds {
                 let top = self.search(from, to, 1, &mut stats).await?;
                 let pages_now =
                     pages_for(top.total, self.config.page_size).min(u64::from(self.config.page_cap));
-                if self.hand_over(top, &mut seen, sink, &mut stats).await? == 0 {
+                if self.hand_over(top, &mut seen, sink, &mut stats).await?.0 == 0 && !(shifted && round == 0)
+                {
                     break;
                 }
                 for page in 2..=pages_now {
@@ -184,23 +195,24 @@ impl JdConnector {
         self.with_retry(ORDER_SEARCH, &business, parse::search_page, &mut stats.calls).await
     }
 
-    /// Hands a page's unseen order versions to the sink; returns how many.
+    /// Hands a page's unseen order versions to the sink; returns how many, and whether
+    /// the page repeated an order version.
     async fn hand_over(
         &self,
         page: SearchPage,
         seen: &mut Seen,
         sink: &mut dyn OrderSink,
         stats: &mut PullStats,
-    ) -> Result<usize, PullError> {
-        let fresh = seen.take_new(page.orders);
+    ) -> Result<(usize, bool), PullError> {
+        let (fresh, repeated) = seen.take_new(page.orders);
         if fresh.is_empty() {
-            return Ok(0);
+            return Ok((0, repeated));
         }
         let count = fresh.len();
         let unparsed = fresh.iter().filter(|f| matches!(f, Fetched::Unparsed(_))).count();
         stats.orders += count as u64;
         stats.unparsed += unparsed as u64;
         sink.accept(fresh).await?;
-        Ok(count)
+        Ok((count, repeated))
     }
 }

@@ -45,6 +45,10 @@ pub enum Fault {
     /// the next page), as offset paging does when the list changes under it. TOP's
     /// incremental trade list renders it; other methods answer normally.
     DuplicatePage,
+    /// The order list's index lags behind the orders: a list reply leaves out orders
+    /// modified within `lag` before now (later calls show them, with their original
+    /// `modified`). Order-list methods render it; other methods answer normally.
+    LateModified { lag: Duration },
 }
 
 impl Fault {
@@ -64,6 +68,7 @@ impl Fault {
             Self::CorruptRecord => "corrupt_record",
             Self::ShuffleDuringPaging { .. } => "shuffle_during_paging",
             Self::DuplicatePage => "duplicate_page",
+            Self::LateModified { .. } => "late_modified",
         }
     }
 }

@@ -71,6 +71,8 @@ struct Pull {
     seen: HashMap<String, DateTime<Utc>>,
     /// List rows already quarantined, so re-reads do not report them twice.
     bad_rows: HashSet<String>,
+    /// A list page repeated a trade version already seen in this pull.
+    repeated: bool,
     stats: PullStats,
     calls: AtomicU64,
 }
@@ -161,6 +163,7 @@ impl TaobaoConnector {
                 Ok(row) => {
                     let known = pull.seen.get(&row.tid).copied();
                     if known.is_some_and(|known| known >= row.modified) {
+                        pull.repeated = true;
                         continue;
                     }
                     if known.is_none() {
@@ -173,6 +176,8 @@ impl TaobaoConnector {
                     if pull.bad_rows.insert(bad.raw.clone()) {
                         unseen += 1;
                         batch.push(Fetched::Unparsed(bad));
+                    } else {
+                        pull.repeated = true;
                     }
                 }
             }
@@ -532,6 +537,7 @@ impl Marketplace for TaobaoConnector {
         let mut pull = Pull {
             seen: HashMap::new(),
             bad_rows: HashSet::new(),
+            repeated: false,
             stats: PullStats::default(),
             calls: AtomicU64::new(0),
         };
@@ -551,10 +557,12 @@ impl Marketplace for TaobaoConnector {
         // - a window that closed before the pull began (`modified` is stamped to the
         //   second, so a trade changed while we read moves past its end) can only lose
         //   trades, which the backward order already survives; and every page reported the
-        //   same total as the first, so none left or arrived while we read.
+        //   same total as the first, so none left or arrived while we read; unless a page
+        //   repeated a trade (ties in `modified` ordered differently between calls can
+        //   skip one at a page boundary).
         // Otherwise trades that moved between pages mid-pull may have been skipped.
         let closed = window.end + TimeDelta::seconds(1) <= began;
-        let rereads = if last <= 1 || (closed && steady) { 0 } else { MAX_REREAD_PASSES };
+        let rereads = if last <= 1 || (closed && steady && !pull.repeated) { 0 } else { MAX_REREAD_PASSES };
         for pass in 1..=rereads {
             let first = self.list_page(&window, 1, &pull.calls).await?;
             let last = self.pages(Self::total(&first)?);

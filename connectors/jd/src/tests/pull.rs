@@ -181,3 +181,52 @@ async fn windows_jd_cannot_serve_are_refused_before_any_call() {
     }
     assert!(transport.requests().is_empty());
 }
+
+/// A flash sale stamps many orders with the same second, and the search orders ties
+/// differently from one call to the next: a page may repeat an order of another page and
+/// so skip one. A page that repeats an order makes the connector read every page again,
+/// even in a closed window whose total never moved.
+#[tokio::test]
+async fn ties_ordered_differently_between_calls_lose_no_order() {
+    let second = now() - TimeDelta::hours(2);
+    let orders: BTreeMap<u64, DateTime<Utc>> = (1..=6).map(|k| (k, second)).collect();
+    let state = fake(orders);
+    let transport = serve_with_ties(state.clone(), |call| call == 2);
+    let connector = connector_with(crate::JdConfig { page_size: 3, ..config() }, transport);
+    let mut sink = Collect::default();
+    let window = TimeWindow { start: now() - TimeDelta::days(1), end: now() - TimeDelta::hours(1) };
+    let stats = connector.pull_orders(window, &mut sink).await.unwrap();
+    let got: HashSet<String> = sink.orders().iter().map(|o| o.order_id.clone()).collect();
+    assert_eq!(got, (1..=6).map(|k: u64| k.to_string()).collect::<HashSet<_>>());
+    assert_eq!(stats.orders, 6);
+}
+
+/// Like `serve`, with ties in `modified` sorted by descending id on the calls `reversed`
+/// picks (ascending otherwise).
+fn serve_with_ties(
+    fake: Arc<Mutex<Fake>>,
+    reversed: impl Fn(u32) -> bool + Send + Sync + 'static,
+) -> Arc<Scripted> {
+    Scripted::new(move |request| {
+        let params = business(request);
+        let text = |key: &str| params[key].as_str().unwrap().to_string();
+        let (start, end) =
+            (parse_beijing(&text("start_date")).unwrap(), parse_beijing(&text("end_date")).unwrap());
+        let page: u64 = text("page").parse().unwrap();
+        let size: u64 = text("page_size").parse().unwrap();
+        let mut fake = fake.lock().unwrap();
+        fake.calls += 1;
+        let flip = reversed(fake.calls);
+        let mut rows: Vec<(u64, DateTime<Utc>)> =
+            fake.orders.iter().filter(|(_, m)| **m >= start && **m <= end).map(|(i, m)| (*i, *m)).collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then(if flip { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) }));
+        let list: Vec<Value> = rows
+            .iter()
+            .skip(((page - 1) * size) as usize)
+            .take(size as usize)
+            .map(|(id, modified)| order_json(*id, *modified))
+            .collect();
+        ok(json!({"jingdong_pop_order_search_responce": {"code": "0", "searchorderinfo_result": {
+            "apiResult": {"success": true}, "orderTotal": rows.len(), "orderInfoList": list}}}))
+    })
+}

@@ -48,6 +48,10 @@ pub(crate) struct Call<'a> {
     pub(crate) corrupt: bool,
     /// Orders to move to `modified = now` before answering a search page.
     pub(crate) shuffle: usize,
+    /// A search page repeats its first record (offset paging over a moving list).
+    pub(crate) duplicate: bool,
+    /// Orders modified this recently are not in a search reply yet (a lagging index).
+    pub(crate) late: Option<Duration>,
 }
 
 /// How a reply leaves.
@@ -159,10 +163,21 @@ impl JosSandbox {
                 }
             },
         };
-        let mut call = Call { method, params: &business, now, transient: false, corrupt: false, shuffle: 0 };
+        let mut call = Call {
+            method,
+            params: &business,
+            now,
+            transient: false,
+            corrupt: false,
+            shuffle: 0,
+            duplicate: false,
+            late: None,
+        };
         let mut wire = Wire::Normal;
         match self.inner.faults.next(method) {
-            None | Some(Fault::DuplicatePage) => {}
+            None => {}
+            Some(Fault::DuplicatePage) => call.duplicate = true,
+            Some(Fault::LateModified { lag }) => call.late = Some(lag),
             Some(Fault::Throttle { ban_secs }) => {
                 let until = now + TimeDelta::seconds(i64::try_from(ban_secs).unwrap_or(i64::MAX / 2_000));
                 state.bans.insert(method.to_string(), until);

@@ -6,7 +6,7 @@
 //! 10100001 bad parameter, 10100003 time window refused, 10100004 page beyond the cap,
 //! 10100005 order not found, 999999 transient.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value, json};
 
 use super::gateway::Call;
@@ -181,9 +181,17 @@ pub(crate) fn search(state: &mut State, call: &Call<'_>) -> Value {
             }
         }
     }
-    let hits = query.select(state);
-    let total = hits.len();
+    let mut hits = query.select(state);
+    if let Some(lag) = call.late {
+        let indexed = call.now - TimeDelta::from_std(lag).unwrap_or_default();
+        hits.retain(|n| state.orders.get(n).is_some_and(|o| o.modified <= indexed));
+    }
     let skip = usize::try_from((query.page - 1) * query.page_size).unwrap_or(usize::MAX);
+    if call.duplicate && skip < hits.len() {
+        // The page repeats its first record; the rest shift by one toward the next page.
+        hits.insert(skip + 1, hits[skip]);
+    }
+    let total = hits.len();
     let take = usize::try_from(query.page_size).unwrap_or(0);
     let mut list: Vec<Value> = hits
         .iter()

@@ -584,3 +584,36 @@ async fn shuffle_moves_orders_between_pages() {
     let moved: Vec<_> = gw.sandbox.orders().into_iter().filter(|o| o.modified == gw.clock.now()).collect();
     assert_eq!(moved.len(), 2);
 }
+
+#[tokio::test]
+async fn a_late_index_leaves_recent_modifications_out_of_one_reply() {
+    let gw = Gw::default().await;
+    gw.run(paid_orders(6));
+    // Orders were paid at 0:10, 1:10, ... 5:10 past start; the clock is at 5:11.
+    let now = gw.clock.now();
+    let indexed = start() + TimeDelta::seconds(2 * 60 + 40);
+    let lag = (now - indexed).to_std().unwrap();
+    gw.faults.script(Some("jingdong.pop.order.search"), Fault::LateModified { lag });
+    let late = gw.search(search_biz(json!({}))).await;
+    assert_eq!(late["orderTotal"], 3, "{late}");
+    let visible: Vec<String> =
+        gw.sandbox.orders().into_iter().filter(|o| o.modified <= indexed).map(|o| o.order_id).collect();
+    let mut listed = ids(&late);
+    listed.sort();
+    let mut expected = visible.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
+    // The next reply has caught up, with the original `modified`.
+    assert_eq!(gw.search(search_biz(json!({}))).await["orderTotal"], 6);
+}
+
+#[tokio::test]
+async fn a_duplicate_page_repeats_its_first_record_and_pushes_its_last_on() {
+    let gw = Gw::default().await;
+    gw.run(paid_orders(6));
+    let clean = ids(&gw.search(search_biz(json!({"page_size": 3}))).await);
+    gw.faults.script(Some("jingdong.pop.order.search"), Fault::DuplicatePage);
+    let page = gw.search(search_biz(json!({"page_size": 3}))).await;
+    assert_eq!(ids(&page), [clean[0].clone(), clean[0].clone(), clean[1].clone()], "{page}");
+    assert_eq!(page["orderTotal"], 7);
+}

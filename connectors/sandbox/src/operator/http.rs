@@ -233,7 +233,9 @@ impl OperatorSim {
         let mut wire = Wire::Normal;
         let mut corrupt = false;
         match self.inner.faults.next(name) {
-            None | Some(Fault::ShuffleDuringPaging { .. } | Fault::DuplicatePage) => {}
+            None
+            | Some(Fault::ShuffleDuringPaging { .. } | Fault::DuplicatePage | Fault::LateModified { .. }) => {
+            }
             Some(Fault::Throttle { ban_secs }) => {
                 let ban = TimeDelta::seconds(i64::try_from(ban_secs).unwrap_or(i64::MAX / 2_000));
                 books.bans.insert(name, now + ban);

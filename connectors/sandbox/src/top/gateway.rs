@@ -168,6 +168,7 @@ fn first_step(sandbox: &TopSandbox, state: &mut store::State, params: Params) ->
             fault @ (Fault::CorruptRecord
             | Fault::ShuffleDuringPaging { .. }
             | Fault::DuplicatePage
+            | Fault::LateModified { .. }
             | Fault::TransientBusiness),
         ) => return Step::Done(Outcome::Json(run(sandbox, state, &call, Some(fault)))),
     };

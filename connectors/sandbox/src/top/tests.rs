@@ -913,3 +913,21 @@ async fn corrupt_record_breaks_one_trade_and_leaves_the_others() {
     assert_eq!(bad[0]["modified"], 12);
     assert_eq!(trades.len(), 3);
 }
+
+#[tokio::test]
+async fn a_late_index_leaves_recent_modifications_out_of_one_reply() {
+    let h = harness(TopConfig::default()).await;
+    h.load(paid_orders(6));
+    h.clock.set(at(20));
+    // Trades were modified at minutes 1..=6; an index 15.5 minutes behind shows 1..=4.
+    let lag = Duration::from_secs(15 * 60 + 30);
+    h.faults.script(Some(INCREMENT), Fault::LateModified { lag });
+    let late = increment(&h, &[("fields", "tid,modified"), ("simplify", "true")]).await;
+    let mut listed = tids(&late["trades"]);
+    listed.sort();
+    let expected: Vec<i64> = (0..4).map(|n| h.sandbox.tid_of(n).unwrap()).collect();
+    assert_eq!(listed, expected, "{late}");
+    assert_eq!(late["total_results"], 4);
+    let caught_up = increment(&h, &[("fields", "tid,modified"), ("simplify", "true")]).await;
+    assert_eq!(tids(&caught_up["trades"]).len(), 6, "the next reply has caught up: {caught_up}");
+}

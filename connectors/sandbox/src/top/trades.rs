@@ -136,10 +136,15 @@ pub fn increment_get(cx: &Ctx, state: &mut State, params: &Params) -> Result<Map
         }
     }
 
+    // The index may not have caught up with the latest modifications yet.
+    let indexed = match cx.fault {
+        Some(Fault::LateModified { lag }) => cx.now - TimeDelta::from_std(lag).unwrap_or_default(),
+        _ => cx.now,
+    };
     let mut matching: Vec<&Trade> = state
         .trades
         .values()
-        .filter(|t| t.modified >= start && t.modified <= end)
+        .filter(|t| t.modified >= start && t.modified <= end && t.modified <= indexed)
         .filter(|t| types.admits(t.trade_type) && status_matches(status, t.status))
         .collect();
     matching.sort_by(|a, b| b.modified.cmp(&a.modified).then(b.tid.cmp(&a.tid)));

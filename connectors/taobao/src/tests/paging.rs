@@ -22,10 +22,17 @@ struct MovingGateway {
     trades: Mutex<Vec<(u64, DateTime<Utc>)>>,
     list_calls: Mutex<usize>,
     script: Script,
+    /// The list call (1-based) that orders trades with the same `modified` by descending
+    /// tid (every other call: ascending); 0 for none.
+    reversed_ties_on: usize,
 }
 
 impl MovingGateway {
     fn in_window(&self) -> Vec<(u64, DateTime<Utc>)> {
+        self.in_window_ordered(false)
+    }
+
+    fn in_window_ordered(&self, reversed_ties: bool) -> Vec<(u64, DateTime<Utc>)> {
         let mut rows: Vec<_> = self
             .trades
             .lock()
@@ -34,7 +41,7 @@ impl MovingGateway {
             .copied()
             .filter(|(_, m)| *m >= self.window.start && *m <= self.window.end)
             .collect();
-        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then(if reversed_ties { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) }));
         rows
     }
 }
@@ -46,7 +53,8 @@ impl Transport for MovingGateway {
             crate::LIST_API => {
                 let page: usize = param(request, "page_no").unwrap().parse().unwrap();
                 let size: usize = param(request, "page_size").unwrap().parse().unwrap();
-                let rows = self.in_window();
+                let call = *self.list_calls.lock().unwrap() + 1;
+                let rows = self.in_window_ordered(call == self.reversed_ties_on);
                 let trades: Vec<String> = rows
                     .iter()
                     .skip((page - 1) * size)
@@ -102,6 +110,7 @@ async fn pull_at(
         trades: Mutex::new(trades(n)),
         list_calls: Mutex::new(0),
         script,
+        reversed_ties_on: 0,
     });
     let clock = clock();
     if open {
@@ -200,4 +209,32 @@ async fn a_quiet_open_window_costs_two_passes_and_fetches_each_trade_once() {
     let (got, gateway) = pull_at("paging-quiet-open", 7, Box::new(|_, _| {}), true).await;
     assert_eq!(got.len(), 7);
     assert_eq!(*gateway.list_calls.lock().unwrap(), 8);
+}
+
+#[tokio::test]
+async fn ties_ordered_differently_between_calls_cost_a_re_read_not_a_trade() {
+    // A flash sale stamps six trades with one second. The last page ([t5 t6] in tid order)
+    // is answered with the ties reversed, so it repeats [t2 t1] and t5, t6 never show in
+    // the backward pass. The window is closed and every total is the same, but a page
+    // repeated a trade, so the forward re-read runs and finds them.
+    let second = window().end - TimeDelta::minutes(10);
+    let gateway = Arc::new(MovingGateway {
+        window: window(),
+        trades: Mutex::new((1..=6).map(|i| (BASE + i, second)).collect()),
+        list_calls: Mutex::new(0),
+        script: Box::new(|_, _| {}),
+        reversed_ties_on: 2,
+    });
+    let connector = TaobaoConnector::new(config("paging-ties"), gateway.clone(), clock());
+    let mut sink = CollectSink::default();
+    connector.pull_orders(window(), &mut sink).await.unwrap();
+    let got: std::collections::BTreeSet<String> = sink
+        .all()
+        .into_iter()
+        .map(|f| match f {
+            Fetched::Order(o) => o.order_id.clone(),
+            Fetched::Unparsed(u) => panic!("{}", u.reason),
+        })
+        .collect();
+    assert_eq!(got.len(), 6, "{got:?}");
 }
