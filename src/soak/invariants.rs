@@ -225,7 +225,11 @@ pub async fn check_step(
             // A payload that could not be parsed is quarantined, not waited for.
             let quarantined: BTreeSet<String> =
                 store.quarantine(Some(store_id)).await?.into_iter().filter_map(|q| q.order_id).collect();
-            let behind = *cursor - TimeDelta::seconds(1);
+            // The next pull resumes at the cursor less the overlap: an order before that
+            // point and not stored is one no later pull will read. (Inside the overlap it
+            // may still be on its way: a lagging index shows it late, by design.)
+            let overlap = TimeDelta::from_std(ctx.config.sync.overlap).unwrap_or_default();
+            let behind = *cursor - overlap - TimeDelta::seconds(1);
             for (order_id, (modified, _)) in &truth {
                 if *modified < behind
                     && stored.get(order_id).is_none_or(|got| got < modified)
