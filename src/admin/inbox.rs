@@ -34,10 +34,16 @@ impl OperatorInbox for App {
     async fn stock(&self, body: Value) -> Result<Value, String> {
         let snapshot: StockSnapshot = decode(body)?;
         inventory::validate_snapshot(&snapshot).map_err(|e| format!("body: {e}"))?;
-        let report =
-            inventory::receive_snapshot(&self.store, self.operator.as_deref(), &self.store_ids(), &snapshot)
-                .await
-                .map_err(|e| format!("stock push not applied: {e}"))?;
+        let now = self.clock.now();
+        let report = inventory::receive_snapshot(
+            &self.store,
+            self.operator.as_deref(),
+            &self.store_ids(),
+            &snapshot,
+            now,
+        )
+        .await
+        .map_err(|e| format!("stock push not applied: {e}"))?;
         tracing::info!(
             levels = report.levels,
             resources = report.resources,

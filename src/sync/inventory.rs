@@ -52,15 +52,17 @@ pub async fn sync_inventory(
 /// pulled first, as for a pull. Without one the operator is expected to push a shipment's
 /// notice before the snapshot that deducts it; if it does not, the units count as both
 /// reserved and gone until the notice comes: the ledger undersells, never oversells.
+/// `now` is the app's clock (queued shipment pushes come due from it).
 pub async fn receive_snapshot(
     store: &Store,
     operator: Option<&dyn OperatorApi>,
     known_stores: &std::collections::BTreeSet<String>,
     snapshot: &StockSnapshot,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<InventoryReport, SyncError> {
     validate_snapshot(snapshot).map_err(SyncError::Invalid)?;
     if let Some(operator) = operator {
-        crate::sync::shipments::pull_notices(store, operator, known_stores, chrono::Utc::now()).await?;
+        crate::sync::shipments::pull_notices(store, operator, known_stores, now).await?;
     }
     apply_snapshot(store, snapshot).await
 }
