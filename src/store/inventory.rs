@@ -101,6 +101,19 @@ pub struct OpenReservation {
 }
 
 /// What applying an operator snapshot did.
+/// Which listings `Store::select_listings` reads.
+enum ListingFilter<'a> {
+    All,
+    /// In key order, after (item, SKU), at most `limit`.
+    Page {
+        after: Option<(&'a str, &'a str)>,
+        limit: i64,
+    },
+    Unsettled {
+        shared_pool: bool,
+    },
+}
+
 /// Units a listing's marketplace counter lost to sales (`sold_*`) and got back from refunds
 /// (`back_*`) after a reading, as bounds: see `Store::units_moved_since`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -415,19 +428,7 @@ impl Store {
 
     /// Every listing of a store.
     pub async fn listings(&self, store_id: &str) -> Result<Vec<ListingRow>, StoreError> {
-        let mut out = Vec::new();
-        with_pool!(self, read, pool => {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {LISTING_COLUMNS} FROM listings WHERE store_id = $1 ORDER BY item_id, sku_id"
-            )))
-            .bind(store_id)
-            .fetch_all(pool)
-            .await?;
-            for row in rows {
-                out.push(listing_from(&row)?);
-            }
-        });
-        Ok(out)
+        self.select_listings(store_id, ListingFilter::All).await
     }
 
     /// One page of a store's listings in key order, after `after` (item, SKU): the stock
@@ -438,36 +439,7 @@ impl Store {
         after: Option<(&str, &str)>,
         limit: i64,
     ) -> Result<Vec<ListingRow>, StoreError> {
-        let mut out = Vec::new();
-        with_pool!(self, read, pool => {
-            let rows = match after {
-                Some((item, sku)) => {
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "SELECT {LISTING_COLUMNS} FROM listings WHERE store_id = $1 \
-                         AND (item_id > $2 OR (item_id = $2 AND sku_id > $3)) ORDER BY item_id, sku_id LIMIT $4"
-                    )))
-                    .bind(store_id)
-                    .bind(item)
-                    .bind(sku)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?
-                }
-                None => {
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "SELECT {LISTING_COLUMNS} FROM listings WHERE store_id = $1 ORDER BY item_id, sku_id LIMIT $2"
-                    )))
-                    .bind(store_id)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?
-                }
-            };
-            for row in rows {
-                out.push(listing_from(&row)?);
-            }
-        });
-        Ok(out)
+        self.select_listings(store_id, ListingFilter::Page { after, limit }).await
     }
 
     /// Listings whose merchant code is one of `codes`.
@@ -520,20 +492,37 @@ impl Store {
         store_id: &str,
         shared_pool: bool,
     ) -> Result<Vec<ListingRow>, StoreError> {
+        self.select_listings(store_id, ListingFilter::Unsettled { shared_pool }).await
+    }
+
+    async fn select_listings(
+        &self,
+        store_id: &str,
+        filter: ListingFilter<'_>,
+    ) -> Result<Vec<ListingRow>, StoreError> {
         let mut out = Vec::new();
-        let condition = if shared_pool {
-            "pending IS NOT NULL OR last_pushed IS NULL"
-        } else {
-            "pending IS NOT NULL OR allowance IS NULL"
-        };
         with_pool!(self, read, pool => {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {LISTING_COLUMNS} FROM listings WHERE store_id = $1 AND ({condition})"
-            )))
-            .bind(store_id)
-            .fetch_all(pool)
-            .await?;
-            for row in rows {
+            let mut query = sqlx::QueryBuilder::new(format!("SELECT {LISTING_COLUMNS} FROM listings WHERE store_id = "));
+            query.push_bind(store_id);
+            match filter {
+                ListingFilter::All => {
+                    query.push(" ORDER BY item_id, sku_id");
+                }
+                ListingFilter::Page { after, limit } => {
+                    if let Some((item, sku)) = after {
+                        query.push(" AND (item_id > ").push_bind(item).push(" OR (item_id = ").push_bind(item);
+                        query.push(" AND sku_id > ").push_bind(sku).push("))");
+                    }
+                    query.push(" ORDER BY item_id, sku_id LIMIT ").push_bind(limit);
+                }
+                ListingFilter::Unsettled { shared_pool: true } => {
+                    query.push(" AND (pending IS NOT NULL OR last_pushed IS NULL)");
+                }
+                ListingFilter::Unsettled { shared_pool: false } => {
+                    query.push(" AND (pending IS NOT NULL OR allowance IS NULL)");
+                }
+            }
+            for row in query.build().fetch_all(pool).await? {
                 out.push(listing_from(&row)?);
             }
         });
