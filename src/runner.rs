@@ -103,14 +103,24 @@ impl App {
                 let market = self.market(store_id).map_err(|e| JobError::Invalid(e.to_string()))?;
                 let policy = self.stock_policy(store_id).map_err(|e| JobError::Invalid(e.to_string()))?;
                 let fix = request.params.get("fix").and_then(Value::as_bool).unwrap_or(false);
+                let overlap = chrono::TimeDelta::from_std(self.config.sync.overlap).unwrap_or_default();
+                let known = self
+                    .store
+                    .cursor(store_id, "orders")
+                    .await
+                    .map_err(|e| JobError::Failed(e.to_string()))?
+                    .map(|cursor| cursor - overlap);
                 let report = crate::sync::reconcile::reconcile(
                     &self.store,
                     store_id,
                     market.as_ref(),
                     &policy,
                     &self.config.catalog,
-                    fix,
-                    self.clock.now(),
+                    crate::sync::reconcile::ReconcileOptions {
+                        fix,
+                        now: self.clock.now(),
+                        sales_known_until: known,
+                    },
                 )
                 .await
                 .map_err(|e| JobError::Failed(e.to_string()))?;

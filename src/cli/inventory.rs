@@ -259,10 +259,10 @@ pub async fn reconcile(app: &App, args: ReconcileArgs) -> anyhow::Result<ExitCod
             println!("{}", serde_json::to_string_pretty(&json!({"differing": all, "errors": errors}))?)
         }
         Format::Csv => {
-            println!("store,listing,target,expected,expected_max,last_pushed,live,fixed");
+            println!("store,listing,target,expected,expected_max,last_pushed,live,fixed,note");
             for d in &all {
                 println!(
-                    "{},{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},\"{}\"",
                     d.store,
                     d.listing,
                     d.target,
@@ -270,7 +270,8 @@ pub async fn reconcile(app: &App, args: ReconcileArgs) -> anyhow::Result<ExitCod
                     d.expected_max,
                     d.last_pushed.map_or(String::new(), |v| v.to_string()),
                     d.live,
-                    d.fixed
+                    d.fixed,
+                    d.note.as_deref().unwrap_or("").replace('"', "\"\"")
                 );
             }
         }
@@ -297,6 +298,9 @@ pub async fn reconcile(app: &App, args: ReconcileArgs) -> anyhow::Result<ExitCod
                         d.live,
                         if d.fixed { "yes" } else { "no" }
                     );
+                    if let Some(note) = &d.note {
+                        println!("  {note}");
+                    }
                 }
             }
             for e in &errors {

@@ -83,7 +83,8 @@ pub struct Target {
     /// The component that binds (gives the minimum).
     pub binding: String,
     /// True when the marketplace's live quantity is needed to decide (allocated listings
-    /// whose grant changed, or with no state, or with a push of unknown outcome).
+    /// whose grant changed, or with no state, or with a push of unknown outcome, or whose
+    /// cap or floor shapes what they show).
     pub needs_live: bool,
     /// True when a push is due without a live read (shared pool, changed value).
     pub push_now: bool,
@@ -119,7 +120,14 @@ pub fn target(listing: &ListingPlanInput, levels: &BTreeMap<Component, Component
         }
     } else {
         let state = &listing.state;
-        let needs_live = state.grant != Some(value) || state.allowance.is_none() || state.pending.is_some();
+        // The platform counts sales off what it shows. Where the cap or the floor shapes
+        // what is shown (shown is not the allowance, or a floor may hide it), that is not
+        // what the listing should show after a sale, so a listing planned because its
+        // components moved is read and decided again even when its grant did not move.
+        let shaped =
+            listing.allocation.floor > 0 || state.allowance.is_some_and(|a| state.last_pushed != Some(a));
+        let needs_live =
+            state.grant != Some(value) || state.allowance.is_none() || state.pending.is_some() || shaped;
         Target { value, binding, needs_live, push_now: false }
     }
 }

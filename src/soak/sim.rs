@@ -293,6 +293,9 @@ impl Sim {
                 biased;
                 () = transport.crashed() => true,
                 result = app.run(&request) => {
+                    if std::env::var_os("FLAGSYNC_SOAK_DEBUG").is_some() {
+                        eprintln!("job {store_id} {job} at {}: {result:?}", self.clock.now());
+                    }
                     if result.is_err() {
                         self.report.failed_jobs += 1;
                     }
@@ -300,6 +303,9 @@ impl Sim {
                 }
             }
         };
+        if crashed && std::env::var_os("FLAGSYNC_SOAK_DEBUG").is_some() {
+            eprintln!("job {store_id} {job} at {}: crashed {crash:?}", self.clock.now());
+        }
         self.transport.disarm();
         if crashed {
             self.report.crashes += 1;
@@ -395,6 +401,33 @@ impl Sim {
             let differing = report["differing"].as_array().map_or(0, Vec::len);
             if differing > 0 && std::env::var_os("FLAGSYNC_SOAK_DEBUG").is_some() {
                 eprintln!("stale: {store}: {}", report["differing"]);
+                if store == "tmall" {
+                    for w in self.sandbox.top.stock_writes() {
+                        eprintln!("  write {w:?}");
+                    }
+                    for c in self.sandbox.top.buyer_stock_changes() {
+                        eprintln!("  buyer {c:?}");
+                    }
+                    for l in app.store.listings(store).await? {
+                        eprintln!("  listing {l:?}");
+                    }
+                    for c in self.sandbox.top.buyer_stock_changes() {
+                        let order = app.store.order(store, &c.tid.to_string()).await?;
+                        eprintln!(
+                            "  stored {:?}",
+                            order.map(|o| (
+                                o.order.status,
+                                o.order.paid_at,
+                                o.order.modified_at,
+                                o.order
+                                    .lines
+                                    .iter()
+                                    .map(|l| (l.item_id.clone(), l.sku_id.clone(), l.quantity, l.refund))
+                                    .collect::<Vec<_>>()
+                            ))
+                        );
+                    }
+                }
             }
             v.stale_stock_push += differing as u64;
         }

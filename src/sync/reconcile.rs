@@ -1,7 +1,10 @@
 //! Reconcile: read every pushed listing's live quantity back from the marketplace and
 //! report those that differ from what flagsync expects (what it last pushed, less the sales
 //! it has pulled since, plus the units refunds of earlier sales gave back, as a range where
-//! order times are too close to the reading to tell); `fix` pushes the low end.
+//! order times are too close to the reading to tell). `fix` lowers a listing that shows
+//! more than expected to the low end, by a delta. It never raises one that shows less: the
+//! missing units may be sales not pulled yet (orders are always known only up to some time
+//! before the reading), and raising would sell them again.
 
 use chrono::{DateTime, Utc};
 use flagsync_market::{ListingRef, Marketplace, StockUpdate};
@@ -27,6 +30,9 @@ pub struct Discrepancy {
     pub last_pushed: Option<i64>,
     pub live: i64,
     pub fixed: bool,
+    /// Why a differing listing was left alone by `fix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +48,19 @@ pub struct ReconcileReport {
 /// ours, and a reading takes a moment.
 pub const ATTRIBUTION_SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(3);
 
+/// How a reconcile run goes.
+#[derive(Debug, Clone, Copy)]
+pub struct ReconcileOptions {
+    /// Move the listings that differ to what is expected (see the module doc).
+    pub fix: bool,
+    /// The app's clock before the readings.
+    pub now: DateTime<Utc>,
+    /// Every sale modified before this has been pulled (the orders cursor less the
+    /// overlap); `None` before the first pull. Shown in the note of a listing lower than
+    /// expected.
+    pub sales_known_until: Option<DateTime<Utc>>,
+}
+
 /// Walks the store's listings a page at a time (memory follows the page, not the
 /// catalogue).
 pub async fn reconcile(
@@ -50,8 +69,7 @@ pub async fn reconcile(
     market: &dyn Marketplace,
     policy: &StockPolicy,
     catalog: &crate::inventory::Catalog,
-    fix: bool,
-    now: DateTime<Utc>,
+    options: ReconcileOptions,
 ) -> Result<ReconcileReport, SyncError> {
     let levels = store.component_levels(catalog).await?;
     let counts = target_counts(store, store_id, policy, None).await?;
@@ -66,7 +84,7 @@ pub async fn reconcile(
         let rows: Vec<_> = rows.into_iter().filter(|row| row.state.last_pushed.is_some()).collect();
         let mut unmapped = Vec::new();
         let pushed = plan_rows(store, store_id, policy, &levels, &counts, rows, &mut unmapped).await?;
-        reconcile_page(store, store_id, market, &pushed, fix, now, &mut report).await?;
+        reconcile_page(store, store_id, market, &pushed, &options, &mut report).await?;
     }
     Ok(report)
 }
@@ -76,10 +94,10 @@ async fn reconcile_page(
     store_id: &str,
     market: &dyn Marketplace,
     pushed: &[ListingPlan],
-    fix: bool,
-    clock_now: DateTime<Utc>,
+    fixing: &ReconcileOptions,
     report: &mut ReconcileReport,
 ) -> Result<(), SyncError> {
+    let clock_now = fixing.now;
     report.checked += pushed.len() as u64;
     let refs: Vec<ListingRef> = pushed
         .iter()
@@ -143,6 +161,17 @@ async fn reconcile_page(
             }
         };
         if !(expected..=expected_max).contains(&now_live) {
+            // Fewer units than expected may be sales not pulled yet (orders are known up to
+            // the cursor less the overlap, always some way behind the reading): raising the
+            // listing would sell them again, so `fix` never raises.
+            let note = (now_live < expected).then(|| {
+                let known =
+                    fixing.sales_known_until.map_or("none pulled yet".to_string(), |t| t.to_rfc3339());
+                format!(
+                    "lower than expected: sales not pulled yet may explain it (orders known up to {known}); \
+                     not raised by fix (the stock job counts the missing units as sold)"
+                )
+            });
             report.differing.push(Discrepancy {
                 store: store_id.to_string(),
                 listing: listing_key(&row.item_id, row.sku()),
@@ -152,11 +181,14 @@ async fn reconcile_page(
                 last_pushed: row.state.last_pushed,
                 live: now_live,
                 fixed: false,
+                note: note.clone(),
             });
-            if fix {
+            if fixing.fix && note.is_none() {
+                // A delta, applied atomically on the platform: a sale landing after the
+                // reading is kept (an absolute write would sell it again).
                 fixes.push((
                     report.differing.len() - 1,
-                    StockUpdate { listing: reference, quantity: expected },
+                    StockUpdate { listing: reference, quantity: expected - now_live },
                     state,
                 ));
             }
@@ -164,10 +196,10 @@ async fn reconcile_page(
     }
     if !fixes.is_empty() {
         let batch: Vec<StockUpdate> = fixes.iter().map(|(_, update, _)| update.clone()).collect();
-        let results = market.push_stock(&batch).await?;
+        let results = market.push_stock_deltas(&batch).await?;
         for ((index, update, state), result) in fixes.iter().zip(results) {
             match result.outcome {
-                Ok(now) => {
+                Ok(_) => {
                     let sku = update.listing.sku_id.clone().unwrap_or_default();
                     store
                         .write_listing_states(
@@ -177,7 +209,8 @@ async fn reconcile_page(
                                 sku_id: sku,
                                 state: *state,
                                 pushed: true,
-                                live: Some(now),
+                                // After a delta the figure may already include new sales.
+                                live: None,
                             }],
                             clock_now,
                         )
