@@ -527,7 +527,11 @@ async fn reconcile_fix_never_raises_a_listing_a_sale_not_pulled_yet_may_explain(
     // A buyer takes 3; the orders are not pulled before reconcile runs.
     let now = world.clock.now();
     world.sandbox.top.load_scenario(vec![
-        BuyerEvent { at: now + TimeDelta::seconds(10), order: 0, kind: EventKind::Place { lines: vec![(0, 3)] } },
+        BuyerEvent {
+            at: now + TimeDelta::seconds(10),
+            order: 0,
+            kind: EventKind::Place { lines: vec![(0, 3)] },
+        },
         BuyerEvent { at: now + TimeDelta::seconds(11), order: 0, kind: EventKind::Pay },
     ]);
     world.clock.advance(TimeDelta::seconds(60));

@@ -33,7 +33,18 @@ fn order_json(id: u64, modified: DateTime<Utc>) -> Value {
 fn serve(
     fake: Arc<Mutex<Fake>>,
     page_cap: u64,
+    mutate: impl FnMut(u32, &mut BTreeMap<u64, DateTime<Utc>>) + Send + 'static,
+) -> Arc<Scripted> {
+    serve_with_ties(fake, page_cap, mutate, |_| false)
+}
+
+/// Like `serve`, with ties in `modified` sorted by descending id on the calls (1-based)
+/// `reversed` picks, ascending otherwise.
+fn serve_with_ties(
+    fake: Arc<Mutex<Fake>>,
+    page_cap: u64,
     mut mutate: impl FnMut(u32, &mut BTreeMap<u64, DateTime<Utc>>) + Send + 'static,
+    reversed: impl Fn(u32) -> bool + Send + Sync + 'static,
 ) -> Arc<Scripted> {
     Scripted::new(move |request| {
         let params = business(request);
@@ -44,11 +55,12 @@ fn serve(
         let size: u64 = text("page_size").parse().unwrap();
         let mut fake = fake.lock().unwrap();
         fake.calls += 1;
+        let flip = reversed(fake.calls);
         fake.pages_asked.push(page);
         fake.windows.insert((text("start_date"), text("end_date")));
         let mut rows: Vec<(u64, DateTime<Utc>)> =
             fake.orders.iter().filter(|(_, m)| **m >= start && **m <= end).map(|(i, m)| (*i, *m)).collect();
-        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then(if flip { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) }));
         let reply = if page > page_cap {
             json!({"jingdong_pop_order_search_responce": {"code": "0", "searchorderinfo_result": {
                 "apiResult": {"success": false, "chineseErrCode": "页码超出范围", "numberCode": 100}}}})
@@ -191,7 +203,7 @@ async fn ties_ordered_differently_between_calls_lose_no_order() {
     let second = now() - TimeDelta::hours(2);
     let orders: BTreeMap<u64, DateTime<Utc>> = (1..=6).map(|k| (k, second)).collect();
     let state = fake(orders);
-    let transport = serve_with_ties(state.clone(), |call| call == 2);
+    let transport = serve_with_ties(state.clone(), 300, |_, _| {}, |call| call == 2);
     let connector = connector_with(crate::JdConfig { page_size: 3, ..config() }, transport);
     let mut sink = Collect::default();
     let window = TimeWindow { start: now() - TimeDelta::days(1), end: now() - TimeDelta::hours(1) };
@@ -199,34 +211,4 @@ async fn ties_ordered_differently_between_calls_lose_no_order() {
     let got: HashSet<String> = sink.orders().iter().map(|o| o.order_id.clone()).collect();
     assert_eq!(got, (1..=6).map(|k: u64| k.to_string()).collect::<HashSet<_>>());
     assert_eq!(stats.orders, 6);
-}
-
-/// Like `serve`, with ties in `modified` sorted by descending id on the calls `reversed`
-/// picks (ascending otherwise).
-fn serve_with_ties(
-    fake: Arc<Mutex<Fake>>,
-    reversed: impl Fn(u32) -> bool + Send + Sync + 'static,
-) -> Arc<Scripted> {
-    Scripted::new(move |request| {
-        let params = business(request);
-        let text = |key: &str| params[key].as_str().unwrap().to_string();
-        let (start, end) =
-            (parse_beijing(&text("start_date")).unwrap(), parse_beijing(&text("end_date")).unwrap());
-        let page: u64 = text("page").parse().unwrap();
-        let size: u64 = text("page_size").parse().unwrap();
-        let mut fake = fake.lock().unwrap();
-        fake.calls += 1;
-        let flip = reversed(fake.calls);
-        let mut rows: Vec<(u64, DateTime<Utc>)> =
-            fake.orders.iter().filter(|(_, m)| **m >= start && **m <= end).map(|(i, m)| (*i, *m)).collect();
-        rows.sort_by(|a, b| b.1.cmp(&a.1).then(if flip { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) }));
-        let list: Vec<Value> = rows
-            .iter()
-            .skip(((page - 1) * size) as usize)
-            .take(size as usize)
-            .map(|(id, modified)| order_json(*id, *modified))
-            .collect();
-        ok(json!({"jingdong_pop_order_search_responce": {"code": "0", "searchorderinfo_result": {
-            "apiResult": {"success": true}, "orderTotal": rows.len(), "orderInfoList": list}}}))
-    })
 }
