@@ -197,6 +197,12 @@ async fn run(mode: Mode, default_kills: usize) {
             },
             Err(state) => {
                 first_settled = None;
+                if state != last_state {
+                    println!(
+                        "  waiting at {:.1} s after faults stopped: {state}",
+                        faults_stopped.elapsed().as_secs_f64()
+                    );
+                }
                 last_state = state;
             }
         }
