@@ -143,9 +143,17 @@ impl SearchQuery {
 
     /// Matching scenario order numbers in reply order.
     fn select(&self, state: &State) -> Vec<u64> {
-        let mut hits: Vec<(DateTime<Utc>, &str, u64)> = state
-            .orders
-            .values()
+        let candidates: Box<dyn Iterator<Item = &JosOrder>> = if self.by_created {
+            Box::new(state.orders.values())
+        } else {
+            // The key is `modified` cut to the second, and the bounds are whole seconds:
+            // start <= key <= end holds exactly for start <= modified < end + 1 s.
+            let upper = self.end + TimeDelta::seconds(1);
+            Box::new(
+                state.by_modified.range((self.start, 0)..(upper, 0)).filter_map(|(_, n)| state.orders.get(n)),
+            )
+        };
+        let mut hits: Vec<(DateTime<Utc>, &str, u64)> = candidates
             .filter(|o| self.matches(o))
             .map(|o| (self.key(o), o.order_id.as_str(), o.scenario))
             .collect();
@@ -176,9 +184,7 @@ pub(crate) fn search(state: &mut State, call: &Call<'_>) -> Value {
     if call.shuffle > 0 {
         // Orders on earlier pages change while the client pages, so later pages shift.
         for n in query.select(state).into_iter().take(call.shuffle) {
-            if let Some(order) = state.orders.get_mut(&n) {
-                order.modified = call.now;
-            }
+            state.touch(n, call.now);
         }
     }
     let mut hits = query.select(state);

@@ -117,7 +117,8 @@ fn try_ship(state: &mut State, call: &Call<'_>) -> Result<(), Failure> {
     order.state = OrderState::WaitGoodsReceiveConfirm;
     order.waybill = Some(waybill.clone());
     order.logistics_id = Some(carrier);
-    order.modified = order.modified.max(call.now);
+    let scenario = order.scenario;
+    state.touch(scenario, call.now);
     state.shipments.push(ShipmentRecord { order_id, logi_copr_id: carrier, logi_no: waybill, at: call.now });
     Ok(())
 }

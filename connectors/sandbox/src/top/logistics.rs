@@ -204,7 +204,7 @@ pub fn offline_send(cx: &Ctx, state: &mut State, params: &Params) -> Result<Map<
     if all_shipped {
         trade.consign_time = Some(now);
     }
-    trade.modified = now;
+    state.set_modified(tid, now);
     state.waybills.insert(out_sid.to_string(), tid);
     state.shipments.push(ShipmentRecord {
         tid,

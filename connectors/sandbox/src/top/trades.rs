@@ -49,6 +49,26 @@ impl Paging {
         let total = records.len();
         let start = (self.page_no - 1).saturating_mul(self.page_size);
         let page: Vec<Value> = records.into_iter().skip(start).take(self.page_size).collect();
+        self.render_page(shape, page, total, list, item)
+    }
+
+    /// The bounds of the requested page in a list of `len` records, plus the record after
+    /// it, which a repeated record (the `DuplicatePage` fault) pushes onto the page.
+    pub fn slice(&self, len: usize) -> (usize, usize) {
+        let start = (self.page_no - 1).saturating_mul(self.page_size).min(len);
+        (start, start.saturating_add(self.page_size).saturating_add(1).min(len))
+    }
+
+    /// The reply for one page already cut from a list of `total` records.
+    pub fn render_page(
+        &self,
+        shape: Shape,
+        page: Vec<Value>,
+        total: usize,
+        list: &str,
+        item: &str,
+    ) -> Map<String, Value> {
+        let start = (self.page_no - 1).saturating_mul(self.page_size);
         let mut out = Map::new();
         if !page.is_empty() {
             out.insert(list.into(), shape.list(item, page));
@@ -122,17 +142,9 @@ pub fn increment_get(cx: &Ctx, state: &mut State, params: &Params) -> Result<Map
 
     if let Some(Fault::ShuffleDuringPaging { orders }) = cx.fault {
         // Buyers keep acting while the client pages: move the oldest trades of the window to now.
-        let mut inside: Vec<(DateTime<Utc>, i64)> = state
-            .trades
-            .values()
-            .filter(|t| t.modified >= start && t.modified <= end)
-            .map(|t| (t.modified, t.tid))
-            .collect();
-        inside.sort();
-        for (_, tid) in inside.into_iter().take(orders) {
-            if let Some(trade) = state.trades.get_mut(&tid) {
-                trade.modified = cx.now;
-            }
+        let oldest: Vec<i64> = state.modified_between(start, end).take(orders).map(|t| t.tid).collect();
+        for tid in oldest {
+            state.set_modified(tid, cx.now);
         }
     }
 
@@ -141,14 +153,18 @@ pub fn increment_get(cx: &Ctx, state: &mut State, params: &Params) -> Result<Map
         Some(Fault::LateModified { lag }) => cx.now - TimeDelta::from_std(lag).unwrap_or_default(),
         _ => cx.now,
     };
-    let mut matching: Vec<&Trade> = state
-        .trades
-        .values()
-        .filter(|t| t.modified >= start && t.modified <= end && t.modified <= indexed)
-        .filter(|t| types.admits(t.trade_type) && status_matches(status, t.status))
-        .collect();
-    matching.sort_by(|a, b| b.modified.cmp(&a.modified).then(b.tid.cmp(&a.tid)));
-    Ok(trade_page(cx, &matching, &fields, &paging))
+    let query = store::IncrementQuery {
+        start,
+        end: end.min(indexed),
+        types: types.0.clone(),
+        status: status.map(str::to_string),
+    };
+    let tids =
+        state.increment_matches(query, |t| types.admits(t.trade_type) && status_matches(status, t.status));
+    // Only the page's trades are looked up; the list length gives the totals.
+    let (from, to) = paging.slice(tids.len());
+    let page: Vec<&Trade> = tids[from..to].iter().filter_map(|tid| state.trades.get(tid)).collect();
+    Ok(trade_page(cx, tids.len(), &page, &fields, &paging))
 }
 
 pub fn sold_get(cx: &Ctx, state: &mut State, params: &Params) -> Result<Map<String, Value>, TopError> {
@@ -166,35 +182,32 @@ pub fn sold_get(cx: &Ctx, state: &mut State, params: &Params) -> Result<Map<Stri
         .filter(|t| types.admits(t.trade_type) && status_matches(status, t.status))
         .collect();
     matching.sort_by(|a, b| b.created.cmp(&a.created).then(b.tid.cmp(&a.tid)));
-    Ok(trade_page(cx, &matching, &fields, &paging))
+    let (from, to) = paging.slice(matching.len());
+    Ok(trade_page(cx, matching.len(), &matching[from..to], &fields, &paging))
 }
 
-fn trade_page(cx: &Ctx, trades: &[&Trade], fields: &Fields, paging: &Paging) -> Map<String, Value> {
-    let start = (paging.page_no - 1).saturating_mul(paging.page_size);
-    // Render only the requested page, but keep the list length for the totals.
-    let mut records: Vec<Value> = trades
-        .iter()
-        .enumerate()
-        .map(|(index, trade)| {
-            if index >= start && index < start.saturating_add(paging.page_size) {
-                render_trade(trade, fields, cx.shape)
-            } else {
-                Value::Null
-            }
-        })
-        .collect();
-    if cx.fault == Some(Fault::DuplicatePage) && start < records.len() {
+/// One page of a list of `total` trades: `trades` holds the page's records and the record
+/// after it (see [`Paging::slice`]).
+fn trade_page(
+    cx: &Ctx,
+    total: usize,
+    trades: &[&Trade],
+    fields: &Fields,
+    paging: &Paging,
+) -> Map<String, Value> {
+    let mut records: Vec<Value> = trades.iter().map(|t| render_trade(t, fields, cx.shape)).collect();
+    let mut total = total;
+    if cx.fault == Some(Fault::DuplicatePage) && !records.is_empty() {
         // The page repeats its first record; the rest shift by one toward the next page.
-        let first = records[start].clone();
-        records.insert(start + 1, first);
+        let first = records[0].clone();
+        records.insert(1, first);
+        total += 1;
     }
+    records.truncate(paging.page_size);
     if cx.corrupt() {
-        let end = records.len().min(start.saturating_add(paging.page_size));
-        if let Some(page) = records.get_mut(start..end) {
-            corrupt(page);
-        }
+        corrupt(&mut records);
     }
-    paging.render(cx.shape, records, "trades", "trade")
+    paging.render_page(cx.shape, records, total, "trades", "trade")
 }
 
 /// Gives one record in the middle of `records` a field of the wrong type.
