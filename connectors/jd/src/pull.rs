@@ -145,11 +145,28 @@ impl JdConnector {
             // in `modified` sorted differently, or an order moving): a record may have been
             // pushed past a page boundary anywhere, so the first verify round reads every page.
             let mut shifted = first_repeated;
+            // Each page is read while the one before it is handed over, so the sink's
+            // writes and the next call overlap; the calls still go out one at a time, in
+            // the same backward order.
+            let mut ahead = PullStats::default();
+            let mut next = Some(self.search(from, to, pages, &mut stats).await?);
             for page in (2..=pages).rev() {
-                let found = self.search(from, to, page, &mut stats).await?;
+                let Some(found) = next.take() else { break };
                 steady &= found.total == first_total;
-                shifted |= self.hand_over(found, &mut seen, sink, &mut stats).await?.1;
+                let read_next = async {
+                    if page > 2 {
+                        self.search(from, to, page - 1, &mut ahead).await.map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                };
+                let (handed, read) =
+                    tokio::join!(self.hand_over(found, &mut seen, sink, &mut stats), read_next);
+                shifted |= handed?.1;
+                next = read?;
             }
+            stats.calls += ahead.calls;
+            stats.pages += ahead.pages;
             // A window that had closed before the pull began (JD stamps `modified` to the
             // second) never gains an order while we read: a modified order leaves it, which
             // the backward pass survives. With every page reporting the same total as page
