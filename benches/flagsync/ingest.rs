@@ -298,11 +298,9 @@ const ROWS_PER_TRANSACTION: usize = 10_000;
 
 /// SQLite: multi-row `VALUES` of 100 rows, 10,000 orders per transaction, opened exactly as
 /// the store opens its writer (WAL, synchronous FULL, foreign keys, statement journals in
-/// memory, the writer's page cache).
+/// memory, the writer's page cache and checkpoint interval).
 async fn insert_sqlite(url: &str, store: &str, orders: &[Order]) -> anyhow::Result<()> {
-    let options = flagsync::store::sqlite_connect_options(url, true)?
-        .pragma("cache_size", flagsync::store::SQLITE_WRITER_CACHE)
-        .pragma("wal_autocheckpoint", flagsync::store::SQLITE_WAL_AUTOCHECKPOINT);
+    let options = flagsync::store::sqlite_writer_options(url, true)?;
     let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
     let rows = order_rows(orders)?;
     let now = Utc::now();

@@ -103,13 +103,13 @@ pub(crate) use mark_components;
 /// The writer's page cache, in KiB (SQLite's negative `cache_size`). The default 2 MiB
 /// spills a large ingest's dirty pages to the WAL before commit (`pagerStress`) and reads
 /// index pages back; 32 MiB holds a flash sale's working set of order and line indexes.
-pub const SQLITE_WRITER_CACHE: &str = "-32768";
+const SQLITE_WRITER_CACHE: &str = "-32768";
 
 /// Pages the WAL may hold before the writer copies them back into the database file (the
 /// default is 1,000). Every commit of a page of orders appends the index pages it touched;
 /// a checkpoint writes each distinct page once however many commits touched it, so a longer
 /// interval copies the hot index pages fewer times.
-pub const SQLITE_WAL_AUTOCHECKPOINT: &str = "10000";
+const SQLITE_WAL_AUTOCHECKPOINT: &str = "10000";
 
 /// Bytes the `-wal` file is cut back to after a checkpoint resets it, should a long read
 /// have let it grow past the checkpoint interval (about 40 MiB).
@@ -129,6 +129,16 @@ pub fn sqlite_connect_options(url: &str, synchronous_full: bool) -> Result<Sqlit
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10))
         .pragma("temp_store", "memory"))
+}
+
+/// [`sqlite_connect_options`] plus what only the one writer connection sets: its page cache,
+/// the checkpoint interval and the WAL size limit. Public so that benchmarks write the way
+/// the store writes.
+pub fn sqlite_writer_options(url: &str, synchronous_full: bool) -> Result<SqliteConnectOptions, StoreError> {
+    Ok(sqlite_connect_options(url, synchronous_full)?
+        .pragma("cache_size", SQLITE_WRITER_CACHE)
+        .pragma("wal_autocheckpoint", SQLITE_WAL_AUTOCHECKPOINT)
+        .pragma("journal_size_limit", SQLITE_WAL_SIZE_LIMIT))
 }
 
 /// Handle on the database; cheap to clone.
@@ -166,20 +176,13 @@ impl Store {
     pub async fn connect(options: &StoreOptions) -> Result<Self, StoreError> {
         let url = options.url.as_str();
         if url.starts_with("sqlite:") {
-            let connect = sqlite_connect_options(url, options.sqlite_synchronous_full)?;
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
-                .connect_with(
-                    connect
-                        .clone()
-                        .pragma("cache_size", SQLITE_WRITER_CACHE)
-                        .pragma("wal_autocheckpoint", SQLITE_WAL_AUTOCHECKPOINT)
-                        .pragma("journal_size_limit", SQLITE_WAL_SIZE_LIMIT),
-                )
+                .connect_with(sqlite_writer_options(url, options.sqlite_synchronous_full)?)
                 .await?;
             let read = SqlitePoolOptions::new()
                 .max_connections(options.max_connections.clamp(1, 16))
-                .connect_with(connect.read_only(true))
+                .connect_with(sqlite_connect_options(url, options.sqlite_synchronous_full)?.read_only(true))
                 .await?;
             Ok(Self { backend: Backend::Sqlite { write, read } })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
