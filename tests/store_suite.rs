@@ -1,7 +1,10 @@
 //! The store, on both backends: idempotent upserts that never move backwards, quarantine,
-//! cursors that move only with their data, job runs.
+//! cursors that move only with their data, job runs, withdrawals that never wait on a send
+//! that is over.
 
 use flagsync_market::{Fetched, OrderStatus, Unparsed};
+
+use flagsync::store::{Finish, OutboxKind, OutboxState, fulfil_key, withdraw_key};
 
 use crate::support::{TestStore, at, backend_suite, order};
 
@@ -10,6 +13,7 @@ backend_suite!(
     unparsable_payloads_are_quarantined_and_the_rest_stored,
     cursor_moves_with_its_batch_and_never_backwards,
     runs_are_recorded,
+    a_withdrawal_never_waits_on_a_send_that_is_over,
 );
 
 async fn upsert_is_idempotent_and_never_moves_backwards(store: TestStore) {
@@ -87,4 +91,53 @@ async fn runs_are_recorded(store: TestStore) {
     assert_eq!(runs[0].outcome, "succeeded");
     assert_eq!(runs[0].counts["inserted"], 3);
     assert!(runs[0].finished_at.is_some());
+}
+
+/// An order cancelled while its fulfilment was claimed queues a withdrawal due when the
+/// claim ends, so it lands after a send that may be in flight. When the drain holding that
+/// claim was killed, the next drain takes the withdrawal at once, not ten minutes later;
+/// and a send that was only waiting out a backoff (dropped with the cancel) is not waited
+/// for at all.
+async fn a_withdrawal_never_waits_on_a_send_that_is_over(store: TestStore) {
+    store.register_store("tmall", "taobao").await.unwrap();
+    let kinds = [OutboxKind::Fulfil, OutboxKind::Withdraw];
+    let paid = [order("5001", at(1, 0, 0), OrderStatus::Paid), order("5002", at(1, 0, 0), OrderStatus::Paid)];
+    let batch: Vec<Fetched> = paid.iter().cloned().map(|o| Fetched::Order(Box::new(o))).collect();
+    store.ingest("tmall", &batch, None, None).await.unwrap();
+
+    // A drain claims both sends; 5002's call fails and waits an hour; the drain is killed
+    // in the middle of 5001's call.
+    let claim_until = at(1, 10, 5);
+    let claimed =
+        store.claim_outbox("tmall", &kinds, at(1, 0, 5), claim_until, 10, "drain-killed").await.unwrap();
+    assert_eq!(claimed.len(), 2, "{claimed:?}");
+    let failed = claimed.iter().find(|r| r.order_id == "5002").unwrap();
+    let retry = Finish::RetryAt { at: at(2, 0, 5), error: "operator 503".into() };
+    store.finish_outbox(&[(failed, retry)], at(1, 0, 6)).await.unwrap();
+
+    // Both orders are cancelled at the marketplace.
+    let cancelled: Vec<Fetched> = ["5001", "5002"]
+        .into_iter()
+        .map(|id| Fetched::Order(Box::new(order(id, at(1, 1, 0), OrderStatus::Cancelled))))
+        .collect();
+    store.ingest("tmall", &cancelled, None, None).await.unwrap();
+    for id in ["5001", "5002"] {
+        let fulfil = store.outbox_by_key(&fulfil_key("tmall", id)).await.unwrap().unwrap();
+        assert_eq!(fulfil.state, OutboxState::Dropped, "{id}: the send is not made again");
+    }
+    let withdraw = |id: &'static str| {
+        let store = &store;
+        async move { store.outbox_by_key(&withdraw_key("tmall", id)).await.unwrap().unwrap() }
+    };
+    assert_eq!(withdraw("5001").await.next_attempt_at, claim_until, "waits for the send in flight");
+    assert_eq!(withdraw("5002").await.next_attempt_at, at(1, 1, 0), "no send in flight: due at once");
+
+    // The next drain, one minute later, takes over and sends both withdrawals now.
+    let now = at(1, 2, 0);
+    let released = store.release_abandoned_claims("tmall", &kinds, "drain-next", now).await.unwrap();
+    assert_eq!(released, 1, "the withdrawal behind the killed drain's send");
+    let next = store.claim_outbox("tmall", &kinds, now, at(1, 12, 0), 10, "drain-next").await.unwrap();
+    let mut taken: Vec<(OutboxKind, &str)> = next.iter().map(|r| (r.kind, r.order_id.as_str())).collect();
+    taken.sort();
+    assert_eq!(taken, vec![(OutboxKind::Withdraw, "5001"), (OutboxKind::Withdraw, "5002")]);
 }

@@ -142,14 +142,15 @@ pub(super) const DROP_UNTRIED_FULFIL: &str = "UPDATE outbox SET state = 'dropped
      WHERE dedupe_key = $2 AND state = 'pending' AND attempts = 0 AND last_error IS NULL";
 
 pub(super) const FULFIL_STATE: &str = "SELECT state, attempts, CAST(CASE WHEN last_error IS NULL THEN 0 ELSE 1 END AS BIGINT) AS tried, \
-     next_attempt_at FROM outbox WHERE dedupe_key = $1";
+     CAST(CASE WHEN claimed_by IS NULL THEN 0 ELSE 1 END AS BIGINT) AS claimed, next_attempt_at FROM outbox WHERE dedupe_key = $1";
 
 pub(super) const DROP_OPEN_FULFIL: &str = "UPDATE outbox SET state = 'dropped', dropped_reason = $1 WHERE dedupe_key = $2 AND state IN ('pending', 'dead')";
 
 /// Writes the outbox rows an order's new state asks for, inside `Store::ingest`'s
 /// transaction: a paid order gets its `fulfil` row once; a cancelled or refunded order
 /// drops a fulfilment never sent, or else queues a `withdraw` (due no earlier than a
-/// possibly in-flight send's claim ends, so the withdrawal lands after it). Held orders get
+/// possibly in-flight send's claim ends, so the withdrawal lands after it; the next drain
+/// takes it at once, as no send of an earlier drain can still be in flight then). Held orders get
 /// nothing until they come back as paid. Evaluates to the rows written.
 macro_rules! write_order_effects {
     ($tx:ident, $store_id:expr, $order:expr, $now:expr) => {{
@@ -186,9 +187,9 @@ macro_rules! write_order_effects {
                     .rows_affected();
                 written += untried;
                 if untried == 0 {
-                    let row: Option<(String, i64, i64, chrono::DateTime<chrono::Utc>)> =
+                    let row: Option<(String, i64, i64, i64, chrono::DateTime<chrono::Utc>)> =
                         sqlx::query_as(FULFIL_STATE).bind(&key).fetch_optional(&mut *$tx).await?;
-                    if let Some((state, attempts, tried, next)) = row
+                    if let Some((state, attempts, tried, claimed, next)) = row
                         && (state == "done" || attempts > 0 || tried == 1)
                     {
                         let reason = format!(
@@ -201,7 +202,13 @@ macro_rules! write_order_effects {
                             .bind(&key)
                             .execute(&mut *$tx)
                             .await?;
-                        let due = if state == "pending" { next.max(order.modified_at) } else { order.modified_at };
+                        // Only a send in flight (a claim) is waited for; a send waiting out a
+                        // backoff was just dropped and will never be made.
+                        let due = if state == "pending" && claimed == 1 {
+                            next.max(order.modified_at)
+                        } else {
+                            order.modified_at
+                        };
                         written += sqlx::query(INSERT_ROW)
                             .bind("withdraw")
                             .bind(store_id)
@@ -406,7 +413,9 @@ impl Store {
     /// Makes due at once the pending rows of these kinds that a drain other than
     /// `claimant` claimed and never finished: one drain of a store's kinds runs at a time
     /// (the job's lease), so such a drain died (a killed daemon, an aborted run). Without
-    /// this they would wait for their claim to lapse. Returns the rows released.
+    /// this they would wait for their claim to lapse. Withdrawals queued behind a send
+    /// that was in flight (never tried, due later) are made due too: that send is over or
+    /// abandoned now. Returns the rows released.
     pub async fn release_abandoned_claims(
         &self,
         store_id: &str,
@@ -430,6 +439,19 @@ impl Store {
             .execute(pool)
             .await?
             .rows_affected()
+            + if kinds.contains(&OutboxKind::Withdraw) {
+                sqlx::query(
+                    "UPDATE outbox SET next_attempt_at = $1 WHERE store_id = $2 AND state = 'pending' \
+                     AND kind = 'withdraw' AND attempts = 0 AND last_error IS NULL AND next_attempt_at > $1",
+                )
+                .bind(now)
+                .bind(store_id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+            } else {
+                0
+            }
         });
         Ok(released)
     }

@@ -111,7 +111,8 @@ impl Outcome {
 /// What one drain did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainReport {
-    /// Rows an interrupted earlier drain had claimed, taken over at the start.
+    /// Rows an interrupted earlier drain had claimed, and withdrawals that waited on its
+    /// sends, taken over at the start.
     #[serde(default)]
     pub released: u64,
     pub claimed: u64,
