@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value, json};
 
 use super::gateway::Call;
-use super::state::{JosOrder, KNOWN_STATES, OrderState, State, sku_id, ware_id};
+use super::state::{JosOrder, KNOWN_STATES, OrderState, SearchKey, State, sku_id, ware_id};
 use super::wire::{
     Failure, UNSET_TIME, api_result_ok, format_time, int_param, parse_time, shift_months, str_param, success,
     to_second, yuan,
@@ -141,8 +141,28 @@ impl SearchQuery {
             && key <= self.end
     }
 
-    /// Matching scenario order numbers in reply order.
-    fn select(&self, state: &State) -> Vec<u64> {
+    /// Matching scenario order numbers in reply order, from the cache while no order
+    /// changed since the same query (any page) built it.
+    fn select(&self, state: &mut State) -> Vec<u64> {
+        let key = SearchKey {
+            start: self.start,
+            end: self.end,
+            by_created: self.by_created,
+            descending: self.descending,
+            states: self.states.clone(),
+        };
+        if let Some((cached, generation, hits)) = &state.search_cache
+            && *cached == key
+            && *generation == state.generation
+        {
+            return hits.clone();
+        }
+        let hits = self.select_uncached(state);
+        state.search_cache = Some((key, state.generation, hits.clone()));
+        hits
+    }
+
+    fn select_uncached(&self, state: &State) -> Vec<u64> {
         let candidates: Box<dyn Iterator<Item = &JosOrder>> = if self.by_created {
             Box::new(state.orders.values())
         } else {

@@ -74,6 +74,16 @@ impl JosOrder {
     }
 }
 
+/// What a search's matches depend on: its window, date type, order and states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SearchKey {
+    pub(crate) start: DateTime<Utc>,
+    pub(crate) end: DateTime<Utc>,
+    pub(crate) by_created: bool,
+    pub(crate) descending: bool,
+    pub(crate) states: Vec<String>,
+}
+
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) config: JosConfig,
@@ -86,6 +96,12 @@ pub(crate) struct State {
     /// too, and a sandbox that walks 100,000 orders a page would bill its time to the
     /// client in benchmarks).
     pub(crate) by_modified: BTreeSet<(DateTime<Utc>, u64)>,
+    /// Bumped by every change to an order: what `search_cache` was built on.
+    pub(crate) generation: u64,
+    /// The last search's matches (its query without the page, the generation, the order
+    /// numbers in reply order): a client paging through one window asks the same query
+    /// page after page, and the real gateway does not re-sort the window for each.
+    pub(crate) search_cache: Option<(SearchKey, u64, Vec<u64>)>,
     pub(crate) by_id: HashMap<String, u64>,
     pub(crate) feed: EventFeed,
     pub(crate) sold_out: Vec<u64>,
@@ -122,6 +138,8 @@ impl State {
             stock,
             orders: BTreeMap::new(),
             by_modified: BTreeSet::new(),
+            generation: 0,
+            search_cache: None,
             by_id: HashMap::new(),
             feed: EventFeed::default(),
             sold_out: Vec::new(),
@@ -189,6 +207,7 @@ impl State {
 
     pub(crate) fn order_by_id_mut(&mut self, order_id: &str) -> Option<&mut JosOrder> {
         let key = *self.by_id.get(order_id)?;
+        self.generation += 1;
         self.orders.get_mut(&key)
     }
 
@@ -202,6 +221,7 @@ impl State {
     /// One buyer event in JD's terms; an event that no longer fits the order's state
     /// (say a refund request after shipment) is ignored, as the platform would refuse it.
     fn apply(&mut self, event: &BuyerEvent) {
+        self.generation += 1;
         let at = event.at;
         if let EventKind::Place { lines } = &event.kind {
             if self.orders.contains_key(&event.order) {
@@ -306,6 +326,7 @@ impl State {
         if at <= stored.modified {
             return;
         }
+        self.generation += 1;
         self.by_modified.remove(&(stored.modified, order));
         stored.modified = at;
         self.by_modified.insert((at, order));
