@@ -107,24 +107,41 @@ pub fn platform_of(api: &str) -> &'static str {
 /// JD code "2"/"32" (frequency limits), or HTTP 429. Observability only: the connectors
 /// classify errors for retrying themselves.
 pub fn is_throttle(platform: &str, reply: &HttpReply) -> bool {
+    /// Only the keys that can carry a throttle code; the rest of the reply (a whole trade,
+    /// a page of orders) is skipped by the parser without being built.
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        error_response: Option<CodeOnly>,
+        code: Option<Value>,
+    }
+    #[derive(serde::Deserialize)]
+    struct CodeOnly {
+        code: Option<Value>,
+    }
     if reply.status == 429 {
         return true;
     }
-    if !reply.body.contains("code") {
+    // TOP puts every error under `error_response`; JOS also answers some with a root code.
+    let worth_reading = match platform {
+        "taobao" => reply.body.contains("error_response"),
+        "jd" => reply.body.contains("code"),
+        _ => false,
+    };
+    if !worth_reading {
         return false;
     }
-    let Ok(body) = serde_json::from_str::<Value>(&reply.body) else { return false };
+    let Ok(body) = serde_json::from_str::<Probe>(&reply.body) else { return false };
     let code_is = |v: Option<&Value>, wanted: &[&str]| match v {
         Some(Value::String(s)) => wanted.contains(&s.as_str()),
         Some(Value::Number(n)) => wanted.contains(&n.to_string().as_str()),
         _ => false,
     };
-    let error_code = body.get("error_response").and_then(|e| e.get("code"));
+    let error_code = body.error_response.as_ref().and_then(|e| e.code.as_ref());
     match platform {
         // TOP: {"error_response": {"code": 7, ...}}
         "taobao" => code_is(error_code, &["7"]),
         // JOS: {"error_response": {"code": "32"}} or a root {"code": "2"}
-        "jd" => code_is(error_code, &["2", "32"]) || code_is(body.get("code"), &["2", "32"]),
+        "jd" => code_is(error_code, &["2", "32"]) || code_is(body.code.as_ref(), &["2", "32"]),
         _ => false,
     }
 }
@@ -224,6 +241,10 @@ mod tests {
         ));
         assert!(!is_throttle("taobao", &reply(200, r#"{"trades_sold_get_response":{"total_results":0}}"#)));
         assert!(!is_throttle("jd", &reply(502, "<html>bad gateway</html>")));
+        // A code deeper in a successful reply is data, not a throttle.
+        let trade = r#"{"trade":{"tid":1,"orders":{"order":[{"code":7,"error_response":{"code":7}}]}}}"#;
+        assert!(!is_throttle("taobao", &reply(200, trade)));
+        assert!(!is_throttle("jd", &reply(200, r#"{"jingdong_pop_order_search_responce":{"code":"2"}}"#)));
     }
 
     #[test]
