@@ -183,9 +183,11 @@ async fn measure(
         let Some(fresh) = BenchDb::open(backend, "ingest_store").await? else { return Ok(()) };
         fresh.store.register_store(store, platform).await?;
         let rules = app.reservation_rules(store);
+        // Grouped as the orders job groups them (`GROUP_COMMIT_MIN` orders a transaction).
+        let groups = commit_groups(&batches);
         let began = Instant::now();
-        for batch in &batches {
-            fresh.store.ingest(store, batch, None, rules.as_deref()).await?;
+        for group in &groups {
+            fresh.store.ingest(store, group, None, rules.as_deref()).await?;
         }
         let store_time = began.elapsed();
         fresh.close().await;
@@ -248,6 +250,22 @@ async fn measure(
         db.close().await;
     }
     Ok(())
+}
+
+/// The pages gathered into groups of at least `GROUP_COMMIT_MIN` orders, in order.
+fn commit_groups(batches: &[Vec<Fetched>]) -> Vec<Vec<Fetched>> {
+    let mut groups: Vec<Vec<Fetched>> = Vec::new();
+    let mut group: Vec<Fetched> = Vec::new();
+    for batch in batches {
+        group.extend(batch.iter().cloned());
+        if group.len() >= flagsync::sync::orders::GROUP_COMMIT_MIN {
+            groups.push(std::mem::take(&mut group));
+        }
+    }
+    if !group.is_empty() {
+        groups.push(group);
+    }
+    groups
 }
 
 /// The newest copy of every order the batches carry.

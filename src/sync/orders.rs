@@ -69,20 +69,32 @@ impl OrderSyncReport {
     }
 }
 
-/// Most order versions one group commit gathers (memory stays bounded).
-const GROUP_COMMIT_MAX: usize = 2_000;
+/// Most order versions one group commit gathers (memory stays bounded: about 6 MB).
+pub const GROUP_COMMIT_MAX: usize = 2_000;
 
-/// Stores each batch as it comes, holding back the latest one so that the window's last
-/// batch and its cursor commit together. One batch is stored in the background while the
-/// connector fetches the next (HTTP and the database overlap); batches that arrive while
-/// it runs are held back together and stored as one (group commit). Ingests still commit
-/// one at a time and in order, since each waits for the one before.
+/// Order versions a group gathers before it is stored, when a window has that many: a
+/// commit rewrites every index page it touched, so a thousand orders a commit cost about
+/// half as much a order to store as one page of a hundred (BENCHMARKS.md, session 5).
+pub const GROUP_COMMIT_MIN: usize = 1_000;
+
+/// The longest a gathered group waits for more pages before it is stored anyway.
+const GROUP_HOLD: Duration = Duration::from_millis(500);
+
+/// Stores batches as they come, in groups, holding back the latest ones so that the
+/// window's last batch and its cursor commit together. Pages are gathered until a group
+/// holds [`GROUP_COMMIT_MIN`] orders (or has waited [`GROUP_HOLD`]), then the group is
+/// stored in the background while the connector fetches the next pages (HTTP and the
+/// database overlap); while that store runs, arriving pages keep gathering, up to
+/// [`GROUP_COMMIT_MAX`]. Ingests still commit one at a time and in order, since each waits
+/// for the one before. A window smaller than a group commits once, with its cursor.
 struct StoreSink {
     store: Store,
     store_id: String,
     rules: Option<Arc<crate::inventory::ReservationRules>>,
     fence: Option<crate::jobs::Fence>,
     pending: Vec<Fetched>,
+    /// When the first batch of `pending` arrived.
+    pending_since: Option<std::time::Instant>,
     /// The batch being stored in the background, and its orders' versions (not committed
     /// yet, so `select_changed` must count them as known).
     inflight: Option<tokio::task::JoinHandle<Result<IngestStats, StoreError>>>,
@@ -115,6 +127,7 @@ impl StoreSink {
 
     async fn finish(&mut self, cursor: Option<DateTime<Utc>>) -> Result<(), SyncError> {
         self.settle().await?;
+        self.pending_since = None;
         let batch = std::mem::take(&mut self.pending);
         if batch.is_empty() && cursor.is_none() {
             return Ok(());
@@ -167,11 +180,14 @@ impl OrderSink for StoreSink {
 
     async fn accept(&mut self, batch: Vec<Fetched>) -> Result<(), SinkError> {
         self.received += batch.len() as u64;
-        // Group commit: while the previous ingest is still running, the batches that arrive
-        // wait together and go in as one transaction, so when the database is the slower
-        // half, commits (and their fsyncs) get fewer and larger instead of queueing.
+        // Group commit: batches wait together and go in as one transaction, so commits
+        // (each rewriting the index pages it touched, and the checkpoints that follow) get
+        // fewer and larger; while the previous ingest still runs, they keep gathering.
         let busy = self.inflight.as_ref().is_some_and(|task| !task.is_finished());
-        if busy && self.pending.len() + batch.len() <= GROUP_COMMIT_MAX {
+        let gathered = self.pending.len() + batch.len();
+        let young = self.pending_since.is_none_or(|since| since.elapsed() < GROUP_HOLD);
+        if gathered <= GROUP_COMMIT_MAX && (busy || (gathered < GROUP_COMMIT_MIN && young)) {
+            self.pending_since.get_or_insert_with(std::time::Instant::now);
             self.pending.extend(batch);
             return Ok(());
         }
@@ -181,6 +197,7 @@ impl OrderSink for StoreSink {
             other => SinkError(Box::new(other)),
         })?;
         let previous = std::mem::replace(&mut self.pending, batch);
+        self.pending_since = Some(std::time::Instant::now());
         if !previous.is_empty() {
             self.inflight_versions = versions(&previous).map(|(id, at)| (id.to_string(), at)).collect();
             let (store, store_id, rules, fence) =
@@ -258,6 +275,7 @@ pub async fn sync_orders(
         rules: options.reservations.clone(),
         fence: options.fence.clone(),
         pending: Vec::new(),
+        pending_since: None,
         inflight: None,
         inflight_versions: HashMap::new(),
         stats: IngestStats::default(),
