@@ -30,6 +30,51 @@ const BENCH: &str = "ingest";
 const PLATFORMS: [(&str, &str); 2] = [("tmall", "taobao"), ("jd", "jd")];
 const LISTINGS: usize = 20;
 
+/// Name prefix of the gateway runtime's threads. The sandbox serves from a runtime of its
+/// own, as a remote gateway would be another machine: its CPU is then told apart from the
+/// daemon's (they still share this machine's cores, so wall-clock figures include it).
+const GATEWAY_THREADS: &str = "sandbox-gw";
+
+/// CPU time used so far: (this process, the gateway runtime's threads). The process's from
+/// `/proc/self/stat` (utime + stime in USER_HZ ticks, fixed at 100 on Linux; it keeps the
+/// time of threads that have exited), the gateway's from each of its threads' `schedstat`
+/// (nanoseconds on a CPU). Zero where `/proc` cannot be read.
+fn cpu_used() -> (Duration, Duration) {
+    let process = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            Some(Duration::from_millis(ticks * 10))
+        })
+        .unwrap_or_default();
+    let mut gateway = Duration::ZERO;
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if !name.starts_with(GATEWAY_THREADS) {
+            continue;
+        }
+        let on_cpu = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()));
+        gateway += Duration::from_nanos(on_cpu.unwrap_or(0));
+    }
+    (process, gateway)
+}
+
+/// CPU used between two [`cpu_used`] readings, split into (daemon, gateway).
+fn cpu_between(before: (Duration, Duration), after: (Duration, Duration)) -> (Duration, Duration) {
+    let gateway = after.1.saturating_sub(before.1);
+    (after.0.saturating_sub(before.0).saturating_sub(gateway), gateway)
+}
+
+fn micros_per(time: Duration, orders: usize) -> f64 {
+    time.as_secs_f64() * 1e6 / orders.max(1) as f64
+}
+
 /// Keeps every batch a connector hands over, and claims every candidate is new.
 #[derive(Default)]
 struct CaptureSink {
@@ -78,7 +123,19 @@ pub async fn run(quick: bool, report: &mut Report) -> anyhow::Result<()> {
         initial_quantity: 1_000_000_000,
         ..JosConfig::default()
     };
-    let sandbox = start_sandbox(&clock, top, jos).await?;
+    let gateway = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(GATEWAY_THREADS)
+        .enable_all()
+        .build()
+        .context("starting the gateway runtime")?;
+    let sandbox = {
+        let clock = clock.clone();
+        gateway
+            .spawn(async move { start_sandbox(&clock, top, jos).await })
+            .await
+            .context("gateway runtime")??
+    };
     sandbox.top.load_scenario(generate(&scenario));
     sandbox.jos.load_scenario(generate(&scenario));
     sandbox.jos.apply_due();
@@ -99,6 +156,8 @@ pub async fn run(quick: bool, report: &mut Report) -> anyhow::Result<()> {
             measure(&sandbox, &clock, store, platform, backend, trades, report).await?;
         }
     }
+    drop(sandbox);
+    gateway.shutdown_background();
     Ok(())
 }
 
@@ -131,6 +190,7 @@ async fn measure(
         let sync_options = app.order_sync_options_for(store);
 
         // The whole pipeline, as the orders job runs it.
+        let cpu_before = cpu_used();
         let began = Instant::now();
         let pulled = sync_orders(
             &app.store,
@@ -142,6 +202,7 @@ async fn measure(
         )
         .await?;
         let total = began.elapsed();
+        let (pipeline_cpu, pipeline_gateway_cpu) = cpu_between(cpu_before, cpu_used());
         if platform == "taobao" && pulled.inserted as usize != trades {
             bail!("{}: the pull stored {} of {trades} trades", backend.name(), pulled.inserted);
         }
@@ -162,6 +223,7 @@ async fn measure(
             now - TimeDelta::from_std(sync_options.settle_delay).unwrap_or_default(),
         );
         let mut sink = CaptureSink::default();
+        let cpu_before = cpu_used();
         let began = Instant::now();
         let mut at = from;
         while at < until {
@@ -170,6 +232,7 @@ async fn measure(
             at = end;
         }
         let http = began.elapsed();
+        let (http_cpu, http_gateway_cpu) = cpu_between(cpu_before, cpu_used());
         let batches = sink.batches;
 
         // The store half alone: the product's ingest of the same batches into a fresh database.
@@ -185,11 +248,13 @@ async fn measure(
         let rules = app.reservation_rules(store);
         // Grouped as the orders job groups them (`GROUP_COMMIT_MIN` orders a transaction).
         let groups = commit_groups(&batches);
+        let cpu_before = cpu_used();
         let began = Instant::now();
         for group in &groups {
             fresh.store.ingest(store, group, None, rules.as_deref()).await?;
         }
         let store_time = began.elapsed();
+        let (store_cpu, _) = cpu_between(cpu_before, cpu_used());
         fresh.close().await;
         let store_rate = stored_orders as f64 / store_time.as_secs_f64();
         report.figure(BENCH, format!("{name} store ingest alone orders/s"), store_rate, "orders/s");
@@ -216,12 +281,14 @@ async fn measure(
         // The storage limit: the same rows, straight in.
         let Some(limit_db) = BenchDb::open(backend, "ingest_limit").await? else { return Ok(()) };
         limit_db.store.register_store(store, platform).await?;
+        let cpu_before = cpu_used();
         let began = Instant::now();
         match backend {
             Backend::Sqlite => insert_sqlite(&limit_db.url, store, &latest).await?,
             Backend::Postgres => insert_postgres(&limit_db, store, &latest).await?,
         }
         let limit_time = began.elapsed();
+        let (limit_cpu, _) = cpu_between(cpu_before, cpu_used());
         let stored = limit_db.store.count_orders(store).await?;
         limit_db.close().await;
         if stored as usize != latest.len() {
@@ -247,6 +314,48 @@ async fn measure(
             store_rate / limit,
             "ratio",
         );
+        // CPU per order, SQLite only (PostgreSQL does its work in its own processes): what
+        // the daemon itself spends, apart from the co-located gateway's share.
+        if backend == Backend::Sqlite {
+            let n = stored_orders;
+            report.figure(
+                BENCH,
+                format!("{name} pipeline daemon CPU per order"),
+                micros_per(pipeline_cpu, n),
+                "us",
+            );
+            report.figure(
+                BENCH,
+                format!("{name} pipeline gateway CPU per order"),
+                micros_per(pipeline_gateway_cpu, n),
+                "us",
+            );
+            report.figure(
+                BENCH,
+                format!("{name} http+parse client CPU per order"),
+                micros_per(http_cpu, n),
+                "us",
+            );
+            report.figure(
+                BENCH,
+                format!("{name} http+parse gateway CPU per order"),
+                micros_per(http_gateway_cpu, n),
+                "us",
+            );
+            report.figure(BENCH, format!("{name} store alone CPU per order"), micros_per(store_cpu, n), "us");
+            report.figure(
+                BENCH,
+                format!("{name} storage limit CPU per order"),
+                micros_per(limit_cpu, n),
+                "us",
+            );
+            report.figure(
+                BENCH,
+                format!("{name} storage limit CPU / pipeline daemon CPU"),
+                limit_cpu.as_secs_f64() / pipeline_cpu.as_secs_f64().max(1e-9),
+                "ratio",
+            );
+        }
         db.close().await;
     }
     Ok(())

@@ -69,13 +69,13 @@ impl OrderSyncReport {
     }
 }
 
-/// Most order versions one group commit gathers (memory stays bounded: about 6 MB).
-pub const GROUP_COMMIT_MAX: usize = 2_000;
+/// Most order versions one group commit gathers (memory stays bounded: about 12 MB).
+pub const GROUP_COMMIT_MAX: usize = 4_000;
 
 /// Order versions a group gathers before it is stored, when a window has that many: a
-/// commit rewrites every index page it touched, so a thousand orders a commit cost about
-/// half as much a order to store as one page of a hundred (BENCHMARKS.md, session 5).
-pub const GROUP_COMMIT_MIN: usize = 1_000;
+/// commit rewrites every index page it touched, so two thousand orders a commit cost about
+/// half the CPU an order to store that pages of a hundred did (BENCHMARKS.md, session 5).
+pub const GROUP_COMMIT_MIN: usize = 2_000;
 
 /// The longest a gathered group waits for more pages before it is stored anyway.
 const GROUP_HOLD: Duration = Duration::from_millis(500);
