@@ -317,38 +317,18 @@ async fn measure(
         // CPU per order, SQLite only (PostgreSQL does its work in its own processes): what
         // the daemon itself spends, apart from the co-located gateway's share.
         if backend == Backend::Sqlite {
-            let n = stored_orders;
-            report.figure(
-                BENCH,
-                format!("{name} pipeline daemon CPU per order"),
-                micros_per(pipeline_cpu, n),
-                "us",
-            );
-            report.figure(
-                BENCH,
-                format!("{name} pipeline gateway CPU per order"),
-                micros_per(pipeline_gateway_cpu, n),
-                "us",
-            );
-            report.figure(
-                BENCH,
-                format!("{name} http+parse client CPU per order"),
-                micros_per(http_cpu, n),
-                "us",
-            );
-            report.figure(
-                BENCH,
-                format!("{name} http+parse gateway CPU per order"),
-                micros_per(http_gateway_cpu, n),
-                "us",
-            );
-            report.figure(BENCH, format!("{name} store alone CPU per order"), micros_per(store_cpu, n), "us");
-            report.figure(
-                BENCH,
-                format!("{name} storage limit CPU per order"),
-                micros_per(limit_cpu, n),
-                "us",
-            );
+            let per_order = [
+                ("pipeline daemon", pipeline_cpu),
+                ("pipeline gateway", pipeline_gateway_cpu),
+                ("http+parse client", http_cpu),
+                ("http+parse gateway", http_gateway_cpu),
+                ("store alone", store_cpu),
+                ("storage limit", limit_cpu),
+            ];
+            for (what, time) in per_order {
+                let micros = micros_per(time, stored_orders);
+                report.figure(BENCH, format!("{name} {what} CPU per order"), micros, "us");
+            }
             report.figure(
                 BENCH,
                 format!("{name} storage limit CPU / pipeline daemon CPU"),

@@ -425,8 +425,9 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let Some(first) = kinds.first() else { return Ok(0) };
         let kind = |n: usize| kinds.get(n).unwrap_or(first).as_str();
+        let withdrawals = kinds.contains(&OutboxKind::Withdraw);
         let released = with_pool!(self, write, pool => {
-            sqlx::query(
+            let claimed = sqlx::query(
                 "UPDATE outbox SET next_attempt_at = $1, claimed_by = NULL WHERE store_id = $2 \
                  AND state = 'pending' AND kind IN ($3, $4, $5) AND claimed_by IS NOT NULL AND claimed_by <> $6",
             )
@@ -438,8 +439,10 @@ impl Store {
             .bind(claimant)
             .execute(pool)
             .await?
-            .rows_affected()
-            + if kinds.contains(&OutboxKind::Withdraw) {
+            .rows_affected();
+            // Never tried and due later: queued behind a send's claim (withdrawals never wait
+            // for anything else).
+            let behind_a_send = if withdrawals {
                 sqlx::query(
                     "UPDATE outbox SET next_attempt_at = $1 WHERE store_id = $2 AND state = 'pending' \
                      AND kind = 'withdraw' AND attempts = 0 AND last_error IS NULL AND next_attempt_at > $1",
@@ -451,7 +454,8 @@ impl Store {
                 .rows_affected()
             } else {
                 0
-            }
+            };
+            claimed + behind_a_send
         });
         Ok(released)
     }
