@@ -49,6 +49,8 @@ pub enum StoreKind {
         /// md5, hmac or hmac-sha256.
         sign_method: String,
         page_size: u32,
+        /// `taobao.trade.fullinfo.get` calls per batch request, 1 to 50 (1: no batching).
+        fullinfo_batch: u32,
     },
     Jd {
         app_key: String,
@@ -988,7 +990,7 @@ impl Checker<'_> {
             Some("taobao") => {
                 self.store_keys(
                     table,
-                    &["app_key", "app_secret", "session", "sign_method", "page_size"],
+                    &["app_key", "app_secret", "session", "sign_method", "page_size", "fullinfo_batch"],
                     path,
                 );
                 let app_key =
@@ -1000,12 +1002,14 @@ impl Checker<'_> {
                 let sign_method =
                     self.choice(table, "sign_method", path, "hmac-sha256", &["md5", "hmac", "hmac-sha256"]);
                 let page_size = self.int(table, "page_size", path, 40, (1, 100));
+                let fullinfo_batch = self.int(table, "fullinfo_batch", path, 20, (1, 50));
                 StoreKind::Taobao {
                     app_key: app_key?,
                     app_secret: app_secret?,
                     session: session?,
                     sign_method: sign_method?,
                     page_size: u32::try_from(page_size?).ok()?,
+                    fullinfo_batch: u32::try_from(fullinfo_batch?).ok()?,
                 }
             }
             Some("jd") => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use flagsync_market::transport::{HttpReply, HttpRequest, Transport, TransportError};
+use flagsync_market::transport::{HttpReply, HttpRequest, TOP_BATCH_SEPARATOR, Transport, TransportError};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::Value;
 
@@ -146,6 +146,20 @@ pub fn is_throttle(platform: &str, reply: &HttpReply) -> bool {
     }
 }
 
+/// How many of a request's calls its reply throttled. A TOP batch reply holds one reply per
+/// call, each counted; a refusal of the whole request counts every call in it.
+pub fn throttled_calls(platform: &str, request: &HttpRequest, reply: &HttpReply) -> u64 {
+    if request.calls > 1 && reply.status != 429 && reply.body.contains(TOP_BATCH_SEPARATOR) {
+        let parts = reply.body.split(TOP_BATCH_SEPARATOR).filter(|part| part.contains("error_response"));
+        return parts
+            .filter(|part| {
+                is_throttle(platform, &HttpReply { status: reply.status, body: (*part).to_string() })
+            })
+            .count() as u64;
+    }
+    if is_throttle(platform, reply) { u64::from(request.calls) } else { 0 }
+}
+
 /// Wraps a transport and counts each call by platform and api, throttled replies and
 /// transport errors.
 pub struct MeteredTransport {
@@ -165,12 +179,14 @@ impl Transport for MeteredTransport {
         let platform = platform_of(&request.api);
         let result = self.inner.send(request).await;
         let labels = [("platform", platform.to_string()), ("api", request.api.clone())];
-        metrics::counter!(API_CALLS_TOTAL, &labels).increment(1);
+        metrics::counter!(API_CALLS_TOTAL, &labels).increment(u64::from(request.calls));
         match &result {
-            Ok(reply) if is_throttle(platform, reply) => {
-                metrics::counter!(API_THROTTLES_TOTAL, &labels).increment(1)
+            Ok(reply) => {
+                let throttled = throttled_calls(platform, request, reply);
+                if throttled > 0 {
+                    metrics::counter!(API_THROTTLES_TOTAL, &labels).increment(throttled);
+                }
             }
-            Ok(_) => {}
             Err(_) => metrics::counter!(API_ERRORS_TOTAL, &labels).increment(1),
         }
         result
@@ -241,6 +257,27 @@ mod tests {
         ));
         assert!(!is_throttle("taobao", &reply(200, r#"{"trades_sold_get_response":{"total_results":0}}"#)));
         assert!(!is_throttle("jd", &reply(502, "<html>bad gateway</html>")));
+    }
+
+    #[test]
+    fn a_batch_reply_counts_each_throttled_call() {
+        let trade = r#"{"trade":{"tid":1}}"#;
+        let ban = r#"{"error_response":{"code":7,"msg":"App Call Limited"}}"#;
+        let other = r#"{"error_response":{"code":15,"msg":"Remote service error"}}"#;
+        let mut request = HttpRequest::form(
+            flagsync_market::transport::HttpMethod::Post,
+            "http://x/router/batch".into(),
+            "taobao.trade.fullinfo.get",
+            Vec::new(),
+        );
+        request.calls = 4;
+        request.body = Some("#PUBLIC#method=taobao.trade.fullinfo.get".into());
+        let body = [trade, ban, other, ban].join(TOP_BATCH_SEPARATOR);
+        assert_eq!(throttled_calls("taobao", &request, &reply(200, &body)), 2);
+        assert_eq!(throttled_calls("taobao", &request, &reply(200, ban)), 4, "the whole batch refused");
+        request.calls = 1;
+        assert_eq!(throttled_calls("taobao", &request, &reply(200, ban)), 1);
+        assert_eq!(throttled_calls("taobao", &request, &reply(200, trade)), 0);
         // A code deeper in a successful reply is data, not a throttle.
         let trade = r#"{"trade":{"tid":1,"orders":{"order":[{"code":7,"error_response":{"code":7}}]}}}"#;
         assert!(!is_throttle("taobao", &reply(200, trade)));

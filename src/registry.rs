@@ -19,7 +19,7 @@ pub fn connector(
     retry: RetryPolicy,
 ) -> Arc<dyn Marketplace> {
     match &store.kind {
-        StoreKind::Taobao { app_key, app_secret, session, sign_method, page_size } => {
+        StoreKind::Taobao { app_key, app_secret, session, sign_method, page_size, fullinfo_batch } => {
             let sign_method = match sign_method.as_str() {
                 "md5" => flagsync_taobao::SignMethod::Md5,
                 "hmac" => flagsync_taobao::SignMethod::Hmac,
@@ -32,6 +32,7 @@ pub fn connector(
                 session: session.expose_secret().to_string(),
                 sign_method,
                 page_size: *page_size,
+                fullinfo_batch: usize::try_from(*fullinfo_batch).unwrap_or(1),
                 calls_per_second: store.calls_per_second,
                 retry,
                 ..flagsync_taobao::TaobaoConfig::default()

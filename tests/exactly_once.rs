@@ -57,6 +57,7 @@ pub fn store_config(id: &str, store_type: &str) -> StoreConfig {
             session: secret(sandbox::TOP_SESSION),
             sign_method: "hmac-sha256".into(),
             page_size: 40,
+            fullinfo_batch: 20,
         },
         _ => StoreKind::Jd {
             app_key: sandbox::JOS_APP_KEY.into(),

@@ -190,6 +190,7 @@ pub fn store_config(id: &str, store_type: &str, gateway: Gateway) -> StoreConfig
             session: secret(sandbox::TOP_SESSION),
             sign_method: "hmac-sha256".into(),
             page_size: 100,
+            fullinfo_batch: 20,
         },
         _ => StoreKind::Jd {
             app_key: sandbox::JOS_APP_KEY.into(),

@@ -165,6 +165,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
                     session: secret(sandbox::TOP_SESSION),
                     sign_method: "hmac-sha256".into(),
                     page_size: 100,
+                    fullinfo_batch: 20,
                 },
                 format!("{}:{}", top.num_iid, top.sku_id),
             ),

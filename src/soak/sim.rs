@@ -125,6 +125,7 @@ fn store_config(id: &str, store_type: &str, rng: &mut ChaCha8Rng) -> StoreConfig
             session: secret(sandbox::TOP_SESSION),
             sign_method: "hmac-sha256".into(),
             page_size: rng.random_range(3..40),
+            fullinfo_batch: rng.random_range(1..=25),
         },
         _ => StoreKind::Jd {
             app_key: sandbox::JOS_APP_KEY.into(),

@@ -149,13 +149,21 @@ impl Transport for RouterTransport {
     async fn send(&self, request: &HttpRequest) -> Result<HttpReply, TransportError> {
         let path = path_of(&request.url);
         let api = request.api.clone();
-        let request = match request.method {
-            HttpMethod::Get => {
+        let request = match (request.method, &request.body) {
+            (HttpMethod::Post, Some(body)) => {
+                let sep = if path.contains('?') { '&' } else { '?' };
+                build(
+                    Request::post(format!("{path}{sep}{}", encode(&request.params)))
+                        .header(header::CONTENT_TYPE, "text/plain;charset=UTF-8"),
+                    Body::from(body.clone()),
+                )?
+            }
+            (HttpMethod::Get, _) => {
                 let query = encode(&request.params);
                 let sep = if path.contains('?') { '&' } else { '?' };
                 build(Request::get(format!("{path}{sep}{query}")), Body::empty())?
             }
-            HttpMethod::Post => build(
+            (HttpMethod::Post, None) => build(
                 Request::post(path)
                     .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded; charset=utf-8"),
                 Body::from(encode(&request.params)),

@@ -51,7 +51,7 @@ impl JdConnector {
         .collect();
         let signature = sign(&config.app_secret, &params);
         params.push(("sign".into(), signature));
-        HttpRequest { method: HttpMethod::Post, url: config.gateway.clone(), api: api.to_string(), params }
+        HttpRequest::form(HttpMethod::Post, config.gateway.clone(), api, params)
     }
 
     /// One attempt, no retry.

@@ -77,6 +77,9 @@ struct Pull {
     calls: AtomicU64,
 }
 
+/// One `fullinfo` call: a trade, a trade kept as unparsed, or the call's error.
+type FullinfoResult = Result<Result<ParsedTrade, Unparsed>, ConnectorError>;
+
 enum Slot {
     Trade(Box<ParsedTrade>),
     Bad(Unparsed),
@@ -206,13 +209,29 @@ impl TaobaoConnector {
         Ok(unseen)
     }
 
-    async fn fullinfo(
-        &self,
-        tid: &str,
-        calls: &AtomicU64,
-    ) -> Result<Result<ParsedTrade, Unparsed>, ConnectorError> {
+    async fn fullinfo(&self, tid: &str, calls: &AtomicU64) -> FullinfoResult {
         let params = [("fields", FULLINFO_FIELDS.to_string()), ("tid", tid.to_string())];
         self.client.call_retrying(FULLINFO_API, &params, calls, parse::fullinfo).await
+    }
+
+    /// Several `fullinfo` calls in one batch request, answered in the order asked. A call
+    /// that failed in a way worth retrying (throttled, a transient service error) is retried
+    /// on its own, so one busy trade does not cost the others another round.
+    async fn fullinfo_batch(
+        &self,
+        tids: &[String],
+        calls: &AtomicU64,
+    ) -> Result<Vec<FullinfoResult>, ConnectorError> {
+        let shared = [("fields", FULLINFO_FIELDS.to_string())];
+        let each: Vec<Vec<(&str, String)>> = tids.iter().map(|tid| vec![("tid", tid.clone())]).collect();
+        let mut results =
+            self.client.call_batch_retrying(FULLINFO_API, &shared, &each, calls, parse::fullinfo).await?;
+        for (tid, result) in tids.iter().zip(results.iter_mut()) {
+            if result.as_ref().is_err_and(ConnectorError::is_retryable) {
+                *result = self.fullinfo(tid, calls).await;
+            }
+        }
+        Ok(results)
     }
 
     /// Full trades with contract data, in the order asked. With `quarantine`, a business
@@ -225,10 +244,22 @@ impl TaobaoConnector {
         quarantine: bool,
     ) -> Result<Vec<Fetched>, ConnectorError> {
         let concurrency = self.config().detail_concurrency.max(1);
-        // Built eagerly: a lazy `map` closure held across the await trips the Send check of
-        // the async trait.
-        let pending: Vec<_> = tids.iter().map(|tid| self.fullinfo(tid, calls)).collect();
-        let results: Vec<_> = futures::stream::iter(pending).buffered(concurrency).collect().await;
+        let per_batch = self.config().fullinfo_batch();
+        let results = if per_batch > 1 && tids.len() > 1 {
+            // Built eagerly: a lazy `map` closure held across the await trips the Send check
+            // of the async trait.
+            let pending: Vec<_> =
+                tids.chunks(per_batch).map(|chunk| self.fullinfo_batch(chunk, calls)).collect();
+            let mut batches = futures::stream::iter(pending).buffered(concurrency);
+            let mut results = Vec::with_capacity(tids.len());
+            while let Some(batch) = batches.next().await {
+                results.extend(batch?);
+            }
+            results
+        } else {
+            let pending: Vec<_> = tids.iter().map(|tid| self.fullinfo(tid, calls)).collect();
+            futures::stream::iter(pending).buffered(concurrency).collect::<Vec<_>>().await
+        };
         let mut slots = Vec::with_capacity(results.len());
         for (tid, result) in tids.iter().zip(results) {
             slots.push(match result {

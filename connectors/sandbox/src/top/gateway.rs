@@ -1,5 +1,7 @@
 //! The `/router/rest` endpoint: parameter collection (query and form), protocol checks in the
-//! platform's order of codes, flow control, fault rendering and dispatch to the API modules.
+//! platform's order of codes, flow control, fault rendering and dispatch to the API modules;
+//! and the batch endpoint `/router/batch`, which carries several calls in one signed body and
+//! puts each through the same per-call path.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value};
 
@@ -18,6 +20,10 @@ use super::store;
 use super::wire::{Params, Shape, TopError, parse_time};
 use super::{TopConfig, TopSandbox, logistics, stock, trades};
 use crate::faults::Fault;
+
+mod batch;
+
+pub use batch::{BATCH_COUNTER, MAX_BATCH_CALLS};
 
 /// Every method served, and whether it needs the seller's `session` (需要授权).
 const METHODS: &[(&str, bool)] = &[
@@ -39,7 +45,10 @@ const METHODS: &[(&str, bool)] = &[
 const MAX_SKEW: TimeDelta = TimeDelta::minutes(10);
 
 pub(super) fn router(sandbox: TopSandbox) -> Router {
-    Router::new().route("/router/rest", get(handle).post(handle)).with_state(sandbox)
+    Router::new()
+        .route("/router/rest", get(handle).post(handle))
+        .route("/router/batch", post(batch::handle))
+        .with_state(sandbox)
 }
 
 /// What one API call sees besides its parameters.
@@ -120,11 +129,44 @@ fn first_step(sandbox: &TopSandbox, state: &mut store::State, params: Params) ->
         Ok(call) => call,
         Err(error) => return Step::Done(Outcome::Json(error_body(state, &error))),
     };
+    match attempt(sandbox, state, now, &call) {
+        Attempt::Reply(reply) => Step::Done(Outcome::Json(reply)),
+        Attempt::Slow(delay) => Step::SleepThenRun(delay, call),
+        Attempt::Drop => Step::Done(Outcome::Drop),
+        Attempt::Truncated(reply) => {
+            let mut body = reply.into_bytes();
+            body.truncate(body.len() / 2);
+            Step::Done(Outcome::Truncated(body))
+        }
+        Attempt::Malformed => Step::Done(Outcome::Malformed),
+    }
+}
+
+/// What became of one call past the protocol checks, once flow control and its fault are
+/// applied. The faults that concern the HTTP exchange are left to the endpoint to render.
+enum Attempt {
+    /// The call's reply: its result, or its refusal by flow control or by a per-call fault.
+    Reply(String),
+    /// The reply comes after this delay; the call has not run yet.
+    Slow(Duration),
+    /// The connection drops (for `ApplyThenDrop`, after the call ran).
+    Drop,
+    /// The call ran and this is its reply, but the HTTP body is to be cut in half.
+    Truncated(String),
+    /// A proxy error page instead of the gateway's reply: the call never reached the service.
+    Malformed,
+}
+
+/// The per-call path shared by `/router/rest` and `/router/batch`: counts the call under its
+/// method, applies the method's ban and the per-app `calls_per_second` limit, draws the call's
+/// fault and runs it.
+fn attempt(sandbox: &TopSandbox, state: &mut store::State, now: DateTime<Utc>, call: &Call) -> Attempt {
+    let config = &sandbox.inner.config;
     state.count(call.method.clone());
 
     if let Some(until) = state.bans.get(&call.method).copied().filter(|until| *until > now) {
         let secs = (until - now).num_milliseconds().saturating_add(999) / 1000;
-        return Step::Done(Outcome::Json(error_body(state, &TopError::throttled(secs))));
+        return Attempt::Reply(error_body(state, &TopError::throttled(secs)));
     }
     if let Some(limit) = config.calls_per_second {
         let second = now.timestamp();
@@ -132,14 +174,14 @@ fn first_step(sandbox: &TopSandbox, state: &mut store::State, params: Params) ->
             state.rate_window = (second, 0);
         }
         if state.rate_window.1 >= limit {
-            return Step::Done(Outcome::Json(error_body(state, &TopError::throttled(1))));
+            return Attempt::Reply(error_body(state, &TopError::throttled(1)));
         }
         state.rate_window.1 += 1;
     }
 
     let fault = sandbox.inner.faults.next(&call.method);
     let error = match fault {
-        None => return Step::Done(Outcome::Json(run(sandbox, state, &call, None))),
+        None => return Attempt::Reply(run(sandbox, state, call, None)),
         Some(Fault::Throttle { ban_secs }) => {
             let secs = i64::try_from(ban_secs).unwrap_or(i64::MAX / 1000).max(1);
             state.bans.insert(call.method.clone(), now + TimeDelta::seconds(secs));
@@ -151,45 +193,64 @@ fn first_step(sandbox: &TopSandbox, state: &mut store::State, params: Params) ->
         Some(Fault::ServiceRejection) => TopError::new(15, "Remote service error")
             .sub("isv.trade-service-rejection", "超时请求过多，请将查询时间间隔缩短,3分钟后再查询！"),
         Some(Fault::SessionExpired) => TopError::invalid_session(),
-        Some(Fault::Slow(delay)) => return Step::SleepThenRun(delay, call),
-        Some(Fault::DropConnection) => return Step::Done(Outcome::Drop),
+        Some(Fault::Slow(delay)) => return Attempt::Slow(delay),
+        Some(Fault::DropConnection) => return Attempt::Drop,
         Some(Fault::ApplyThenDrop) => {
-            run(sandbox, state, &call, None);
-            return Step::Done(Outcome::Drop);
+            run(sandbox, state, call, None);
+            return Attempt::Drop;
         }
-        Some(Fault::Truncated) => {
-            let mut body = run(sandbox, state, &call, None).into_bytes();
-            body.truncate(body.len() / 2);
-            return Step::Done(Outcome::Truncated(body));
-        }
-        // A proxy error page in place of the gateway: the call never reached the service.
-        Some(Fault::Malformed) => return Step::Done(Outcome::Malformed),
+        Some(Fault::Truncated) => return Attempt::Truncated(run(sandbox, state, call, None)),
+        Some(Fault::Malformed) => return Attempt::Malformed,
         Some(
             fault @ (Fault::CorruptRecord
             | Fault::ShuffleDuringPaging { .. }
             | Fault::DuplicatePage
             | Fault::LateModified { .. }
             | Fault::TransientBusiness),
-        ) => return Step::Done(Outcome::Json(run(sandbox, state, &call, Some(fault)))),
+        ) => return Attempt::Reply(run(sandbox, state, call, Some(fault))),
     };
-    Step::Done(Outcome::Json(error_body(state, &error)))
+    Attempt::Reply(error_body(state, &error))
 }
 
 /// The protocol checks, in the order of the platform's codes.
 fn check(config: &TopConfig, now: DateTime<Utc>, params: Params) -> Result<Call, TopError> {
-    let method = params.get("method").ok_or_else(|| {
+    let method = method_of(&params)?;
+    check_app_key(config, &params)?;
+    let (method, needs_session) = served(method)?;
+    check_format_version_timestamp(now, &params)?;
+    check_signature(config, &params, None)?;
+    if needs_session {
+        check_session(config, now, &params)?;
+    }
+    Ok(accepted(method, params))
+}
+
+fn method_of(params: &Params) -> Result<&str, TopError> {
+    params.get("method").ok_or_else(|| {
         TopError::new(21, "Missing method").sub("isv.missing-method", "the method parameter is required")
-    })?;
+    })
+}
+
+fn check_app_key(config: &TopConfig, params: &Params) -> Result<(), TopError> {
     let app_key = params.get("app_key").ok_or_else(|| {
         TopError::new(28, "Missing app key").sub("isv.missing-app-key", "the app_key parameter is required")
     })?;
     if app_key != config.app_key {
         return Err(TopError::new(29, "Invalid app key").sub("isv.appkey-not-exists", "app_key is not known"));
     }
-    let Some(&(method, needs_session)) = METHODS.iter().find(|(name, _)| *name == method) else {
-        return Err(TopError::new(22, "Invalid method")
-            .sub("isv.invalid-method", format!("method {method} is not served by this gateway")));
-    };
+    Ok(())
+}
+
+/// The method's served name and whether it needs the seller's session.
+fn served(method: &str) -> Result<(&'static str, bool), TopError> {
+    match METHODS.iter().find(|(name, _)| *name == method) {
+        Some(&(method, needs_session)) => Ok((method, needs_session)),
+        None => Err(TopError::new(22, "Invalid method")
+            .sub("isv.invalid-method", format!("method {method} is not served by this gateway"))),
+    }
+}
+
+fn check_format_version_timestamp(now: DateTime<Utc>, params: &Params) -> Result<(), TopError> {
     match params.get("format") {
         Some("json") => {}
         other => {
@@ -230,6 +291,11 @@ fn check(config: &TopConfig, now: DateTime<Utc>, params: Params) -> Result<Call,
             "timestamp differs from the server time by more than 10 minutes (timestamps are GMT+8)",
         ));
     }
+    Ok(())
+}
+
+/// `sign` over the parameters, followed by the body for a batch (`Some`, possibly empty).
+fn check_signature(config: &TopConfig, params: &Params, body: Option<&[u8]>) -> Result<(), TopError> {
     let given_sign = params.get("sign").ok_or_else(|| {
         TopError::new(24, "Missing signature").sub("isv.missing-signature", "sign is required")
     })?;
@@ -237,22 +303,32 @@ fn check(config: &TopConfig, now: DateTime<Utc>, params: Params) -> Result<Call,
         TopError::new(25, "Invalid signature")
             .sub("isv.invalid-signature", "sign_method must be md5, hmac or hmac-sha256")
     })?;
-    if !sign::verify(sign_method, &config.app_secret, &params.0, given_sign) {
+    let matches = match body {
+        None => sign::verify(sign_method, &config.app_secret, &params.0, given_sign),
+        Some(body) => sign::verify_with_body(sign_method, &config.app_secret, &params.0, body, given_sign),
+    };
+    if !matches {
         return Err(TopError::new(25, "Invalid signature")
             .sub("isv.invalid-signature", "the signature does not match"));
     }
-    if needs_session {
-        let session = params.get("session").ok_or_else(|| {
-            TopError::new(26, "Missing session")
-                .sub("isv.missing-session", "this method needs the seller's session")
-        })?;
-        let expired = config.session_expires_at.is_some_and(|at| now >= at);
-        if session != config.session || expired {
-            return Err(TopError::invalid_session());
-        }
+    Ok(())
+}
+
+fn check_session(config: &TopConfig, now: DateTime<Utc>, params: &Params) -> Result<(), TopError> {
+    let session = params.get("session").ok_or_else(|| {
+        TopError::new(26, "Missing session")
+            .sub("isv.missing-session", "this method needs the seller's session")
+    })?;
+    let expired = config.session_expires_at.is_some_and(|at| now >= at);
+    if session != config.session || expired {
+        return Err(TopError::invalid_session());
     }
+    Ok(())
+}
+
+fn accepted(method: &str, params: Params) -> Call {
     let shape = Shape { simplify: params.flag("simplify") };
-    Ok(Call { method: method.to_string(), params, shape })
+    Call { method: method.to_string(), params, shape }
 }
 
 fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {

@@ -1,4 +1,5 @@
-//! TOP (Taobao Open Platform) gateway simulator at `/router/rest`: signed requests, the
+//! TOP (Taobao Open Platform) gateway simulator at `/router/rest` and its batch endpoint
+//! `/router/batch` (several calls in one signed request): signed requests, the
 //! platform's envelopes and error codes, a stateful store of trades and SKU stock driven by a
 //! buyer scenario, and injected faults.
 //!
@@ -27,6 +28,8 @@ mod store;
 mod tests;
 mod trades;
 mod wire;
+
+pub use gateway::{BATCH_COUNTER, MAX_BATCH_CALLS};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -178,7 +181,7 @@ impl TopSandbox {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// GET and POST at `/router/rest`.
+    /// GET and POST at `/router/rest`; POST at `/router/batch` (several calls in one request).
     pub fn router(&self) -> Router {
         gateway::router(self.clone())
     }
@@ -274,8 +277,10 @@ impl TopSandbox {
         self.current().sold_units(num_iid, sku_id)
     }
 
-    /// Calls past the signature and session checks per method, and every error reply as
-    /// `error:<code>` (e.g. `error:7`, `error:15`).
+    /// Calls past the signature and session checks per method (on `/router/rest` or inside
+    /// a batch), every error reply as `error:<code>` (e.g. `error:7`, `error:15`; inside a
+    /// batch, per call), and every `/router/batch` HTTP request once as [`BATCH_COUNTER`]
+    /// (`router/batch`).
     pub fn calls(&self) -> BTreeMap<String, u64> {
         self.lock().calls.clone()
     }

@@ -40,18 +40,54 @@ pub fn canonical(params: &BTreeMap<String, String>) -> String {
 
 /// The upper-case hex signature of `params` under `method`.
 pub fn sign(method: SignMethod, secret: &str, params: &BTreeMap<String, String>) -> String {
-    let text = canonical(params);
+    digest(method, secret, canonical(params).as_bytes(), b"")
+}
+
+/// Whether `given` is the signature of `params`. Hex case is not significant.
+pub fn verify(method: SignMethod, secret: &str, params: &BTreeMap<String, String>, given: &str) -> bool {
+    let expected = sign(method, secret, params);
+    !expected.is_empty() && expected.eq_ignore_ascii_case(given)
+}
+
+/// The upper-case hex signature of a request that carries a body signed with it (the batch
+/// API, `/router/batch`): the canonical string of the URL parameters followed by the body
+/// bytes exactly as sent, hashed as [`sign`] hashes the canonical string alone.
+pub fn sign_with_body(
+    method: SignMethod,
+    secret: &str,
+    params: &BTreeMap<String, String>,
+    body: &[u8],
+) -> String {
+    digest(method, secret, canonical(params).as_bytes(), body)
+}
+
+/// Whether `given` is [`sign_with_body`]'s signature. Hex case is not significant.
+pub fn verify_with_body(
+    method: SignMethod,
+    secret: &str,
+    params: &BTreeMap<String, String>,
+    body: &[u8],
+    given: &str,
+) -> bool {
+    let expected = sign_with_body(method, secret, params, body);
+    !expected.is_empty() && expected.eq_ignore_ascii_case(given)
+}
+
+/// md5 wraps `text` then `body` in the secret; the HMACs are keyed with the secret alone.
+fn digest(method: SignMethod, secret: &str, text: &[u8], body: &[u8]) -> String {
     match method {
         SignMethod::Md5 => {
             let mut hasher = Md5::new();
             hasher.update(secret.as_bytes());
-            hasher.update(text.as_bytes());
+            hasher.update(text);
+            hasher.update(body);
             hasher.update(secret.as_bytes());
             hex::encode_upper(hasher.finalize())
         }
         SignMethod::Hmac => match Hmac::<Md5>::new_from_slice(secret.as_bytes()) {
             Ok(mut mac) => {
-                mac.update(text.as_bytes());
+                mac.update(text);
+                mac.update(body);
                 hex::encode_upper(mac.finalize().into_bytes())
             }
             // HMAC takes keys of any length; an empty string can never match a real signature.
@@ -59,18 +95,13 @@ pub fn sign(method: SignMethod, secret: &str, params: &BTreeMap<String, String>)
         },
         SignMethod::HmacSha256 => match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
             Ok(mut mac) => {
-                mac.update(text.as_bytes());
+                mac.update(text);
+                mac.update(body);
                 hex::encode_upper(mac.finalize().into_bytes())
             }
             Err(_) => String::new(),
         },
     }
-}
-
-/// Whether `given` is the signature of `params`. Hex case is not significant.
-pub fn verify(method: SignMethod, secret: &str, params: &BTreeMap<String, String>, given: &str) -> bool {
-    let expected = sign(method, secret, params);
-    !expected.is_empty() && expected.eq_ignore_ascii_case(given)
 }
 
 #[cfg(test)]
@@ -126,6 +157,58 @@ mod tests {
             sign(SignMethod::Md5, "sandbox01eff1e5ac77cf3d078982e6e", &p),
             "3250EADEB3D5F9B453F4F0B95FA4B160"
         );
+    }
+
+    const BATCH_SECRET: &str = "batch-secret-42";
+    const BATCH_BODY: &str = "#PUBLIC#method=taobao.trade.fullinfo.get\r\n-S-\r\nfields=tid&tid=1001\r\n-S-\r\nfields=tid&tid=1002&memo=发货";
+
+    fn batch_query(sign_method: &str) -> BTreeMap<String, String> {
+        params(&[
+            ("app_key", "12345678"),
+            ("format", "json"),
+            ("session", "sandbox-top-session"),
+            ("sign", "LEFT-OUT"),
+            ("sign_method", sign_method),
+            ("timestamp", "2026-11-01 10:00:00"),
+            ("v", "2.0"),
+        ])
+    }
+
+    // Computed independently (md5, hmac, hmac-sha256):
+    // python3 -c 'import hashlib,hmac;s="batch-secret-42";b="#PUBLIC#method=taobao.trade.fullinfo.get\r\n-S-\r\nfields=tid&tid=1001\r\n-S-\r\nfields=tid&tid=1002&memo=发货";t=lambda m:"app_key12345678formatjsonsessionsandbox-top-sessionsign_method"+m+"timestamp2026-11-01 10:00:00v2.0"+b;print(hashlib.md5((s+t("md5")+s).encode()).hexdigest().upper(),hmac.new(s.encode(),t("hmac").encode(),"md5").hexdigest().upper(),hmac.new(s.encode(),t("hmac-sha256").encode(),"sha256").hexdigest().upper())'
+    #[test]
+    fn batch_signatures_append_the_raw_body_to_the_canonical_string() {
+        let body = BATCH_BODY.as_bytes();
+        assert_eq!(
+            sign_with_body(SignMethod::Md5, BATCH_SECRET, &batch_query("md5"), body),
+            "3E3D0EFB86616541A0909B1603C0E812"
+        );
+        assert_eq!(
+            sign_with_body(SignMethod::Hmac, BATCH_SECRET, &batch_query("hmac"), body),
+            "4BBF38AFE8202B73C26CA7E696C50314"
+        );
+        assert_eq!(
+            sign_with_body(SignMethod::HmacSha256, BATCH_SECRET, &batch_query("hmac-sha256"), body),
+            "44D5C288D6B8AE6171FB0A948815B6D0992E384F5F883B2BE3D3ADA3553975E4"
+        );
+        let md5 = batch_query("md5");
+        assert!(verify_with_body(
+            SignMethod::Md5,
+            BATCH_SECRET,
+            &md5,
+            body,
+            "3e3d0efb86616541a0909b1603c0e812"
+        ));
+        let altered = BATCH_BODY.replace("1002", "1003");
+        assert!(!verify_with_body(
+            SignMethod::Md5,
+            BATCH_SECRET,
+            &md5,
+            altered.as_bytes(),
+            "3E3D0EFB86616541A0909B1603C0E812"
+        ));
+        // An empty body signs exactly as a plain request.
+        assert_eq!(sign_with_body(SignMethod::Hmac, "s", &md5, b""), sign(SignMethod::Hmac, "s", &md5));
     }
 
     #[test]

@@ -17,6 +17,8 @@ use crate::faults::{Fault, FaultPlan};
 use crate::scenario::{BuyerEvent, EventKind, ScenarioConfig, generate};
 use crate::server::RunningServer;
 
+mod batch;
+
 const INCREMENT: &str = "taobao.trades.sold.increment.get";
 const SEND: &str = "taobao.logistics.offline.send";
 

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod batch;
 mod paging;
 mod replay;
 
@@ -31,6 +32,8 @@ pub(crate) fn config(app_key: &str) -> TaobaoConfig {
         page_size: 2,
         calls_per_second: 10_000,
         detail_concurrency: 1,
+        // The recorded fixtures hold single calls; tests::batch covers the batch API.
+        fullinfo_batch: 1,
         ..TaobaoConfig::default()
     }
 }
