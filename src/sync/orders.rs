@@ -69,13 +69,15 @@ impl OrderSyncReport {
     }
 }
 
-/// Most order versions one group commit gathers (memory stays bounded: about 12 MB).
-pub const GROUP_COMMIT_MAX: usize = 4_000;
+/// Most order versions one group commit gathers (memory stays bounded: about 3 KB an
+/// order, so 30 MB).
+pub const GROUP_COMMIT_MAX: usize = 10_000;
 
 /// Order versions a group gathers before it is stored, when a window has that many: a
-/// commit rewrites every index page it touched, so two thousand orders a commit cost about
-/// half the CPU an order to store that pages of a hundred did (BENCHMARKS.md, session 5).
-pub const GROUP_COMMIT_MIN: usize = 2_000;
+/// commit rewrites every index page it touched, so larger commits cost less CPU an order
+/// (two thousand about half of what pages of a hundred did, five thousand about 10 % less
+/// again: BENCHMARKS.md, sessions 5 and 6).
+pub const GROUP_COMMIT_MIN: usize = 5_000;
 
 /// The longest a gathered group waits for more pages before it is stored anyway.
 const GROUP_HOLD: Duration = Duration::from_millis(500);
@@ -86,7 +88,8 @@ const GROUP_HOLD: Duration = Duration::from_millis(500);
 /// stored in the background while the connector fetches the next pages (HTTP and the
 /// database overlap); while that store runs, arriving pages keep gathering, up to
 /// [`GROUP_COMMIT_MAX`]. Ingests still commit one at a time and in order, since each waits
-/// for the one before. A window smaller than a group commits once, with its cursor.
+/// for the one before. A window smaller than a group commits once, with its cursor, while
+/// the next window is pulled.
 struct StoreSink {
     store: Store,
     store_id: String,
@@ -125,6 +128,11 @@ impl StoreSink {
         Ok(())
     }
 
+    /// Ends a window: what it still holds is stored with the window's cursor, in one
+    /// transaction, in the background like any group, so the next window's pull starts
+    /// while it commits. Commits stay in order (each waits for the one before), and the run
+    /// settles the last one before it reports, so a cursor never passes an order that is
+    /// not stored.
     async fn finish(&mut self, cursor: Option<DateTime<Utc>>) -> Result<(), SyncError> {
         self.settle().await?;
         self.pending_since = None;
@@ -132,18 +140,26 @@ impl StoreSink {
         if batch.is_empty() && cursor.is_none() {
             return Ok(());
         }
-        let stats = self
-            .store
-            .ingest_fenced(
-                &self.store_id,
-                &batch,
-                cursor.map(|c| (ORDERS_JOB, c)),
-                self.rules.as_deref(),
-                self.fence.as_ref(),
-            )
-            .await?;
-        self.stats.add(stats);
+        self.store_in_background(batch, cursor);
         Ok(())
+    }
+
+    /// Starts storing `batch` (and moving the cursor) once the previous ingest has settled.
+    fn store_in_background(&mut self, batch: Vec<Fetched>, cursor: Option<DateTime<Utc>>) {
+        self.inflight_versions = versions(&batch).map(|(id, at)| (id.to_string(), at)).collect();
+        let (store, store_id, rules, fence) =
+            (self.store.clone(), self.store_id.clone(), self.rules.clone(), self.fence.clone());
+        self.inflight = Some(tokio::spawn(async move {
+            store
+                .ingest_fenced(
+                    &store_id,
+                    &batch,
+                    cursor.map(|c| (ORDERS_JOB, c)),
+                    rules.as_deref(),
+                    fence.as_ref(),
+                )
+                .await
+        }));
     }
 }
 
@@ -199,12 +215,7 @@ impl OrderSink for StoreSink {
         let previous = std::mem::replace(&mut self.pending, batch);
         self.pending_since = Some(std::time::Instant::now());
         if !previous.is_empty() {
-            self.inflight_versions = versions(&previous).map(|(id, at)| (id.to_string(), at)).collect();
-            let (store, store_id, rules, fence) =
-                (self.store.clone(), self.store_id.clone(), self.rules.clone(), self.fence.clone());
-            self.inflight = Some(tokio::spawn(async move {
-                store.ingest_fenced(&store_id, &previous, None, rules.as_deref(), fence.as_ref()).await
-            }));
+            self.store_in_background(previous, None);
         }
         Ok(())
     }
@@ -284,8 +295,20 @@ pub async fn sync_orders(
     let mut window_start = start;
     while window_start < end {
         let window_end = (window_start + window).min(end);
-        let stats =
-            market.pull_orders(TimeWindow { start: window_start, end: window_end }, &mut sink).await?;
+        let stats = match market
+            .pull_orders(TimeWindow { start: window_start, end: window_end }, &mut sink)
+            .await
+        {
+            Ok(stats) => stats,
+            Err(error) => {
+                // The windows before this one keep what they stored: their last commit
+                // (with its cursor) may still be running, so let it finish first.
+                if let Err(settling) = sink.settle().await {
+                    tracing::warn!(store = store_id, error = %settling, "the previous window's commit failed too");
+                }
+                return Err(error.into());
+            }
+        };
         report.calls += stats.calls;
         report.pages += stats.pages;
         report.windows += 1;
