@@ -982,54 +982,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Consumes an order's open reservations (all lines, or the given ones) because the
-    /// operator shipped them at `watermark`. Returns how many rows moved; a repeat moves 0.
-    pub async fn consume_reservations(
-        &self,
-        store_id: &str,
-        order_id: &str,
-        line_ids: &[String],
-        watermark: i64,
-    ) -> Result<u64, StoreError> {
-        let now = Utc::now();
-        let mut moved = 0;
-        let mut touched = std::collections::BTreeSet::new();
-        with_pool!(self, write, pool => {
-            let mut tx = pool.begin().await?;
-            let rows = sqlx::query(
-                "SELECT line_id FROM reservations WHERE store_id = $1 AND order_id = $2 AND state = 'open'",
-            )
-            .bind(store_id)
-            .bind(order_id)
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in rows {
-                let line: String = row.try_get("line_id")?;
-                if !line_ids.is_empty() && !line_ids.contains(&line) {
-                    continue;
-                }
-                let done = sqlx::query(
-                    "UPDATE reservations SET state = 'consumed', consumed_watermark = $1, closed_at = $2 \
-                     WHERE store_id = $3 AND order_id = $4 AND line_id = $5 AND state = 'open' RETURNING component",
-                )
-                .bind(watermark)
-                .bind(now)
-                .bind(store_id)
-                .bind(order_id)
-                .bind(&line)
-                .fetch_all(&mut *tx)
-                .await?;
-                moved += done.len() as u64;
-                for row in done {
-                    touched.insert(row.try_get::<String, _>("component")?);
-                }
-            }
-            super::mark_components!(tx, &touched);
-            tx.commit().await?;
-        });
-        Ok(moved)
-    }
-
     /// Reservation counts by state, for checks and status: (open, released, consumed).
     pub async fn reservation_counts(
         &self,

@@ -30,7 +30,7 @@ pub use leases::{EpochMatch, FENCE_HOLDS_SQL, LeaseRow, RunRequest};
 pub use orders::{IngestStats, QuarantineRow, StoredOrder, StoredOrderSummary};
 pub use outbox::{
     Consume, Finish, NewOutboxRow, OutboxCounts, OutboxFilter, OutboxKind, OutboxRow, OutboxState,
-    WITHDRAWN_BEFORE_SENDING, fulfil_key, ship_key, withdraw_key,
+    ShippedLines, WITHDRAWN_BEFORE_SENDING, fulfil_key, ship_key, withdraw_key,
 };
 pub use runs::{JobRun, RunOutcome};
 

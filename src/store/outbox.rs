@@ -293,6 +293,14 @@ pub struct Consume {
     pub watermark: i64,
 }
 
+/// An order's lines the operator shipped (all of them when `consume.line_ids` is empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShippedLines {
+    pub store_id: String,
+    pub order_id: String,
+    pub consume: Consume,
+}
+
 /// How a claimed row ends this attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finish {
@@ -321,10 +329,46 @@ impl Store {
         rows: &[NewOutboxRow],
         watermark: Option<(&str, i64)>,
     ) -> Result<u64, StoreError> {
+        self.enqueue_outbox_consuming(rows, watermark, &[]).await
+    }
+
+    /// [`Self::enqueue_outbox`], also consuming the reservations of orders the operator
+    /// shipped, in the same transaction: the notices that say so and the watermark that
+    /// passes them commit together with the consumption, so a crash between them cannot
+    /// leave a shipped line reserved with its notice already behind the watermark.
+    pub async fn enqueue_outbox_consuming(
+        &self,
+        rows: &[NewOutboxRow],
+        watermark: Option<(&str, i64)>,
+        consumes: &[ShippedLines],
+    ) -> Result<u64, StoreError> {
         let now = Utc::now();
         let mut inserted = 0;
         with_pool!(self, write, pool => {
             let mut tx = pool.begin().await?;
+            let mut touched = std::collections::BTreeSet::new();
+            for shipped in consumes {
+                let lines: Vec<Option<&str>> = if shipped.consume.line_ids.is_empty() {
+                    vec![None]
+                } else {
+                    shipped.consume.line_ids.iter().map(|l| Some(l.as_str())).collect()
+                };
+                for line in lines {
+                    let consumed = sqlx::query(CONSUME)
+                        .bind(shipped.consume.watermark)
+                        .bind(now)
+                        .bind(&shipped.store_id)
+                        .bind(&shipped.order_id)
+                        .bind(line)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    for row in consumed {
+                        touched.insert(row.try_get::<String, _>("component")?);
+                    }
+                }
+            }
+            // The stock job re-plans what uses these components.
+            super::mark_components!(tx, &touched);
             for row in rows {
                 let state = if row.dead_reason.is_some() { "dead" } else { "pending" };
                 inserted += sqlx::query(INSERT_ROW)

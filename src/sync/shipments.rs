@@ -28,7 +28,9 @@ use super::SyncError;
 use super::fulfilment::{HELD_RECHECK, market_line};
 use super::outbox::{Delivered, DrainReport, OutboxContext, Outcome, drain};
 use crate::config::CarrierCodes;
-use crate::store::{Consume, NewOutboxRow, OutboxKind, OutboxRow, OutboxState, Store, ship_key};
+use crate::store::{
+    Consume, NewOutboxRow, OutboxKind, OutboxRow, OutboxState, ShippedLines, Store, ship_key,
+};
 
 /// The watermark of the operator's notice stream.
 pub const SHIPMENTS_WATERMARK: &str = "shipments";
@@ -195,17 +197,29 @@ pub async fn record_notices(
         .map(|n| ship_row(&n.store_id, &n.order_id, &ShipPayload::from_notice(n), now, known))
         .collect::<Result<Vec<_>, _>>()
         .map_err(SyncError::Invalid)?;
-    let queued = store.enqueue_outbox(&rows, watermark.map(|w| (SHIPMENTS_WATERMARK, w))).await?;
     // The operator confirmed these shipments: their reservations are consumed now, at
     // the stock watermark that deducted them, so the ledger never counts a shipped unit
-    // as on hand and reserved at once (the marketplace push may come later).
-    for notice in notices.iter().filter(|n| known.contains(&n.store_id)) {
-        let lines: Vec<String> =
-            notice.line_ids.iter().map(|l| crate::sync::fulfilment::market_line(l).to_string()).collect();
-        store
-            .consume_reservations(&notice.store_id, &notice.order_id, &lines, notice.stock_watermark)
-            .await?;
-    }
+    // as on hand and reserved at once (the marketplace push may come later). In the same
+    // transaction as the rows and the watermark: a notice behind the watermark is never
+    // pulled again, so its consumption must not be left for later.
+    let shipped: Vec<ShippedLines> = notices
+        .iter()
+        .filter(|n| known.contains(&n.store_id))
+        .map(|notice| ShippedLines {
+            store_id: notice.store_id.clone(),
+            order_id: notice.order_id.clone(),
+            consume: Consume {
+                line_ids: notice
+                    .line_ids
+                    .iter()
+                    .map(|l| crate::sync::fulfilment::market_line(l).to_string())
+                    .collect(),
+                watermark: notice.stock_watermark,
+            },
+        })
+        .collect();
+    let queued =
+        store.enqueue_outbox_consuming(&rows, watermark.map(|w| (SHIPMENTS_WATERMARK, w)), &shipped).await?;
     Ok(queued)
 }
 
