@@ -38,10 +38,11 @@ fn a_good_config_loads_with_defaults_and_sandbox_credentials() {
     assert_eq!(config.stores.len(), 2);
     let tmall = config.store("tmall-main").unwrap();
     match &tmall.kind {
-        StoreKind::Taobao { app_secret, sign_method, page_size, .. } => {
+        StoreKind::Taobao { app_secret, sign_method, page_size, fullinfo_batch, .. } => {
             assert_eq!(app_secret.expose_secret(), "s3cret");
             assert_eq!(sign_method, "hmac-sha256");
             assert_eq!(*page_size, 40);
+            assert_eq!(*fullinfo_batch, 20, "details go 20 to a batch request unless set");
         }
         other => panic!("{other:?}"),
     }
@@ -81,6 +82,7 @@ app_key = "123"
 app_secret = "inline-secret"
 session = { env = "MISSING_VAR" }
 page_size = 500
+fullinfo_batch = 51
 
 [stores.jd]
 type = "jingdong"
@@ -97,6 +99,7 @@ gateway = "https://api.jd.com/routerjson"
         "stores.tmall.app_secret",
         "stores.tmall.session",
         "stores.tmall.page_size",
+        "stores.tmall.fullinfo_batch",
         "stores.jd.type",
     ] {
         assert!(paths.contains(&expected), "{expected} missing from {paths:?}");

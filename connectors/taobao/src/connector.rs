@@ -57,7 +57,16 @@ const MAX_REREAD_PASSES: usize = 3;
 pub struct TaobaoConnector {
     client: Client,
     clock: Arc<dyn Clock>,
+    /// Trades whose details were read before the second of their `modified` was over, by
+    /// tid, with that `modified`. TOP stamps `modified` to the second, so a later change in
+    /// the same second (a refund right after a payment) keeps the same stamp: a list would
+    /// show the version we hold and no pull would read it again. The next pull reads these
+    /// once more, after their second is over.
+    fresh: std::sync::Mutex<HashMap<String, DateTime<Utc>>>,
 }
+
+/// How long after a trade's `modified` its second is surely over, clock skew included.
+const FRESH_FOR: TimeDelta = TimeDelta::seconds(2);
 
 impl std::fmt::Debug for TaobaoConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -91,7 +100,11 @@ fn is_tid(text: &str) -> bool {
 
 impl TaobaoConnector {
     pub fn new(config: TaobaoConfig, transport: Arc<dyn Transport>, clock: Arc<dyn Clock>) -> Self {
-        Self { client: Client::new(config, transport, Arc::clone(&clock)), clock }
+        Self {
+            client: Client::new(config, transport, Arc::clone(&clock)),
+            clock,
+            fresh: std::sync::Mutex::new(HashMap::new()),
+        }
     }
 
     fn config(&self) -> &TaobaoConfig {
@@ -214,6 +227,49 @@ impl TaobaoConnector {
         self.client.call_retrying(FULLINFO_API, &params, calls, parse::fullinfo).await
     }
 
+    /// Reads again, and hands over, the trades read before their second was over (see
+    /// `fresh`) whose second is over now. They go to the sink without `select_changed`: a
+    /// version with the same `modified` may still differ, and the store keeps the one whose
+    /// content changed.
+    async fn reread_fresh(
+        &self,
+        now: DateTime<Utc>,
+        sink: &mut dyn OrderSink,
+        pull: &mut Pull,
+    ) -> Result<(), PullError> {
+        let due: Vec<String> = {
+            let mut fresh = self.fresh.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let due: Vec<String> = fresh
+                .iter()
+                .filter(|(_, modified)| now >= **modified + FRESH_FOR)
+                .map(|(tid, _)| tid.clone())
+                .collect();
+            for tid in &due {
+                fresh.remove(tid);
+            }
+            due
+        };
+        if due.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(trades = due.len(), "reading again trades read before their second was over");
+        let batch = match self.fetch_many(&due, &pull.calls, true).await {
+            Ok(batch) => batch,
+            Err(error) => {
+                // Kept for the next pull.
+                let mut fresh = self.fresh.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                for tid in due {
+                    fresh.entry(tid).or_insert(now - FRESH_FOR);
+                }
+                return Err(error.into());
+            }
+        };
+        pull.stats.orders += batch.len() as u64;
+        pull.stats.unparsed += batch.iter().filter(|f| matches!(f, Fetched::Unparsed(_))).count() as u64;
+        sink.accept(batch).await?;
+        Ok(())
+    }
+
     /// Several `fullinfo` calls in one batch request, answered in the order asked. A call
     /// that failed in a way worth retrying (throttled, a transient service error) is retried
     /// on its own, so one busy trade does not cost the others another round.
@@ -260,6 +316,17 @@ impl TaobaoConnector {
             let pending: Vec<_> = tids.iter().map(|tid| self.fullinfo(tid, calls)).collect();
             futures::stream::iter(pending).buffered(concurrency).collect::<Vec<_>>().await
         };
+        let now = self.clock.now();
+        {
+            let mut fresh = self.fresh.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for result in &results {
+                if let Ok(Ok(trade)) = result
+                    && now < trade.order.modified_at + FRESH_FOR
+                {
+                    fresh.insert(trade.order.order_id.clone(), trade.order.modified_at);
+                }
+            }
+        }
         let mut slots = Vec::with_capacity(results.len());
         for (tid, result) in tids.iter().zip(results) {
             slots.push(match result {
@@ -573,6 +640,7 @@ impl Marketplace for TaobaoConnector {
             calls: AtomicU64::new(0),
         };
         let began = self.clock.now();
+        self.reread_fresh(began, sink, &mut pull).await?;
         let first = self.list_page(&window, 1, &pull.calls).await?;
         let first_total = Self::total(&first)?;
         let last = self.pages(first_total);

@@ -144,7 +144,7 @@ async fn details_come_in_batches_and_a_throttled_call_is_retried_alone() {
     let gateway = gateway(7, Mode::Normal, &[5]);
     let connector = batch_connector("batch-pull", gateway.clone());
     let mut sink = CollectSink::default();
-    let stats = connector.pull_orders(gateway.window.clone(), &mut sink).await.unwrap();
+    let stats = connector.pull_orders(gateway.window, &mut sink).await.unwrap();
 
     let got: Vec<String> = sink
         .all()
@@ -175,7 +175,7 @@ async fn a_refused_batch_fails_the_pull_with_the_platform_code() {
     let gateway = gateway(4, Mode::RefuseWhole, &[]);
     let connector = batch_connector("batch-refused", gateway.clone());
     let mut sink = CollectSink::default();
-    let error = match connector.pull_orders(gateway.window.clone(), &mut sink).await {
+    let error = match connector.pull_orders(gateway.window, &mut sink).await {
         Err(PullError::Connector(error)) => error,
         other => panic!("expected a connector error, got {other:?}"),
     };
@@ -188,7 +188,7 @@ async fn a_reply_with_a_part_missing_is_malformed_and_nothing_is_guessed() {
     let gateway = gateway(4, Mode::ShortReply, &[]);
     let connector = batch_connector("batch-short", gateway.clone());
     let mut sink = CollectSink::default();
-    let error = match connector.pull_orders(gateway.window.clone(), &mut sink).await {
+    let error = match connector.pull_orders(gateway.window, &mut sink).await {
         Err(PullError::Connector(error)) => error,
         other => panic!("expected a connector error, got {other:?}"),
     };
@@ -196,4 +196,68 @@ async fn a_reply_with_a_part_missing_is_malformed_and_nothing_is_guessed() {
     assert!(error.to_string().contains("3 calls was answered with 2 parts"), "{error}");
     let batches = gateway.seen.lock().unwrap().iter().filter(|r| r.body.is_some()).count();
     assert_eq!(batches, 2, "a malformed batch is retried under the policy (2 attempts), then fails");
+}
+
+/// A trade whose details change within one second: TOP's `modified` keeps its stamp.
+struct SameSecond {
+    modified: DateTime<Utc>,
+    status: Mutex<&'static str>,
+}
+
+#[async_trait]
+impl Transport for SameSecond {
+    async fn send(&self, request: &HttpRequest) -> Result<HttpReply, TransportError> {
+        let modified = format_beijing(self.modified);
+        let body = match request.api.as_str() {
+            crate::LIST_API => {
+                format!(r#"{{"trades":[{{"tid":{BASE},"modified":"{modified}"}}],"total_results":1}}"#)
+            }
+            crate::FULLINFO_API => format!(
+                r#"{{"trade":{{"tid":{BASE},"status":"{}","created":"2026-11-10 20:00:00","modified":"{modified}","payment":"1.00","total_fee":"1.00","orders":[{{"oid":{},"num_iid":1,"num":1,"price":"1.00","payment":"1.00"}}]}}}}"#,
+                self.status.lock().unwrap(),
+                BASE + 1
+            ),
+            other => return Err(TransportError::NotRecorded(other.to_string())),
+        };
+        Ok(HttpReply { status: 200, body })
+    }
+}
+
+/// Seed 476789 of the chaos rig: a refund landed in the same second as the payment whose
+/// details had just been read, so every later list showed the version already held and
+/// the refund was never read. A trade read before its second was over is read again by
+/// the next pull.
+#[tokio::test]
+async fn a_change_in_the_second_details_were_read_is_picked_up_by_the_next_pull() {
+    let window = TimeWindow { start: utc(2026, 11, 10, 16, 0, 0), end: utc(2026, 11, 10, 16, 30, 0) };
+    let modified = utc(2026, 11, 10, 16, 29, 59);
+    let gateway = Arc::new(SameSecond { modified, status: Mutex::new("WAIT_SELLER_SEND_GOODS") });
+    let clock = clock();
+    clock.set(modified);
+    let connector = TaobaoConnector::new(config("same-second"), gateway.clone(), clock.clone());
+    let status_of = |sink: &CollectSink| -> Vec<String> {
+        sink.all()
+            .into_iter()
+            .map(|f| match f {
+                Fetched::Order(o) => o.platform_status.clone(),
+                Fetched::Unparsed(u) => panic!("{}", u.reason),
+            })
+            .collect()
+    };
+
+    let mut sink = CollectSink::default();
+    connector.pull_orders(window, &mut sink).await.unwrap();
+    assert_eq!(status_of(&sink), vec!["WAIT_SELLER_SEND_GOODS"]);
+
+    // Refunded in the same second; the list still shows the stamp the store holds.
+    *gateway.status.lock().unwrap() = "TRADE_CLOSED";
+    clock.set(modified + TimeDelta::seconds(3));
+    let mut sink = CollectSink { known: vec![BASE.to_string()], ..CollectSink::default() };
+    connector.pull_orders(window, &mut sink).await.unwrap();
+    assert_eq!(status_of(&sink), vec!["TRADE_CLOSED"], "read again once its second was over");
+
+    // Once read after its second, it is not read again.
+    let mut sink = CollectSink { known: vec![BASE.to_string()], ..CollectSink::default() };
+    connector.pull_orders(window, &mut sink).await.unwrap();
+    assert!(status_of(&sink).is_empty());
 }
