@@ -253,21 +253,22 @@ impl TaobaoConnector {
             return Ok(());
         }
         tracing::debug!(trades = due.len(), "reading again trades read before their second was over");
-        let batch = match self.fetch_many(&due, &pull.calls, true).await {
-            Ok(batch) => batch,
-            Err(error) => {
-                // Kept for the next pull.
-                let mut fresh = self.fresh.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                for tid in due {
-                    fresh.entry(tid).or_insert(now - FRESH_FOR);
-                }
-                return Err(error.into());
+        let handed = async {
+            let batch = self.fetch_many(&due, &pull.calls, true).await?;
+            pull.stats.orders += batch.len() as u64;
+            pull.stats.unparsed += batch.iter().filter(|f| matches!(f, Fetched::Unparsed(_))).count() as u64;
+            sink.accept(batch).await?;
+            Ok::<(), PullError>(())
+        }
+        .await;
+        if handed.is_err() {
+            // Kept for the next pull, which tries again.
+            let mut fresh = self.fresh.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for tid in due {
+                fresh.entry(tid).or_insert(now - FRESH_FOR);
             }
-        };
-        pull.stats.orders += batch.len() as u64;
-        pull.stats.unparsed += batch.iter().filter(|f| matches!(f, Fetched::Unparsed(_))).count() as u64;
-        sink.accept(batch).await?;
-        Ok(())
+        }
+        handed
     }
 
     /// Several `fullinfo` calls in one batch request, answered in the order asked. A call
