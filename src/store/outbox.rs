@@ -320,6 +320,36 @@ const CONSUME: &str = "UPDATE reservations SET state = 'consumed', consumed_wate
      WHERE store_id = $3 AND order_id = $4 AND state = 'open' AND (CAST($5 AS TEXT) IS NULL OR line_id = $5) \
      RETURNING component";
 
+/// Consumes an order's open reservations for a [`Consume`] (every line when it names none)
+/// inside the transaction `$tx`, adding their components to `$touched`; evaluates to the
+/// rows moved. A macro because each backend has its own transaction type.
+macro_rules! consume {
+    ($tx:ident, $consume:expr, $now:expr, $store_id:expr, $order_id:expr, $touched:ident) => {{
+        let consume: &Consume = $consume;
+        let lines: Vec<Option<&str>> = if consume.line_ids.is_empty() {
+            vec![None]
+        } else {
+            consume.line_ids.iter().map(|l| Some(l.as_str())).collect()
+        };
+        let mut moved = 0_u64;
+        for line in lines {
+            let rows = sqlx::query(CONSUME)
+                .bind(consume.watermark)
+                .bind($now)
+                .bind($store_id)
+                .bind($order_id)
+                .bind(line)
+                .fetch_all(&mut *$tx)
+                .await?;
+            moved += rows.len() as u64;
+            for row in rows {
+                $touched.insert(row.try_get::<String, _>("component")?);
+            }
+        }
+        moved
+    }};
+}
+
 impl Store {
     /// Adds rows (duplicates by dedupe key are ignored) and, when given, moves a named
     /// watermark forward, in one transaction: a pulled notice is never lost or taken twice.
@@ -348,24 +378,7 @@ impl Store {
             let mut tx = pool.begin().await?;
             let mut touched = std::collections::BTreeSet::new();
             for shipped in consumes {
-                let lines: Vec<Option<&str>> = if shipped.consume.line_ids.is_empty() {
-                    vec![None]
-                } else {
-                    shipped.consume.line_ids.iter().map(|l| Some(l.as_str())).collect()
-                };
-                for line in lines {
-                    let consumed = sqlx::query(CONSUME)
-                        .bind(shipped.consume.watermark)
-                        .bind(now)
-                        .bind(&shipped.store_id)
-                        .bind(&shipped.order_id)
-                        .bind(line)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    for row in consumed {
-                        touched.insert(row.try_get::<String, _>("component")?);
-                    }
-                }
+                consume!(tx, &shipped.consume, now, &shipped.store_id, &shipped.order_id, touched);
             }
             // The stock job re-plans what uses these components.
             super::mark_components!(tx, &touched);
@@ -528,26 +541,8 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                         let Some(consume) = consume else { continue };
-                        let lines: Vec<Option<&str>> = if consume.line_ids.is_empty() {
-                            vec![None]
-                        } else {
-                            consume.line_ids.iter().map(|l| Some(l.as_str())).collect()
-                        };
                         let mut touched = std::collections::BTreeSet::new();
-                        for line in lines {
-                            let rows = sqlx::query(CONSUME)
-                                .bind(consume.watermark)
-                                .bind(now)
-                                .bind(&row.store_id)
-                                .bind(&row.order_id)
-                                .bind(line)
-                                .fetch_all(&mut *tx)
-                                .await?;
-                            consumed += rows.len() as u64;
-                            for consumed_row in rows {
-                                touched.insert(consumed_row.try_get::<String, _>("component")?);
-                            }
-                        }
+                        consumed += consume!(tx, consume, now, &row.store_id, &row.order_id, touched);
                         // The stock job re-plans what uses these components.
                         super::mark_components!(tx, &touched);
                     }

@@ -29,35 +29,11 @@ impl Client {
         Self { config, transport, clock, limiter }
     }
 
-    /// The full, signed form for `api`. Every API this connector calls acts for the
-    /// seller, so the session always goes along.
-    pub(crate) fn signed_params(&self, api: &str, params: &[(&str, String)]) -> Vec<(String, String)> {
-        let common = [
-            ("method", api.to_string()),
-            ("app_key", self.config.app_key.clone()),
-            ("session", self.config.session.clone()),
-            ("timestamp", flagsync_market::time::format_beijing(self.clock.now())),
-            ("v", "2.0".to_string()),
-            ("format", "json".to_string()),
-            ("simplify", "true".to_string()),
-            ("sign_method", self.config.sign_method.as_str().to_string()),
-        ];
-        // Empty values are dropped from the form as well as from the signature, or the
-        // gateway would hash a different set than we did.
-        let mut all: Vec<(String, String)> = common
-            .iter()
-            .chain(params.iter())
-            .filter(|(name, value)| is_sent(name, value))
-            .map(|(name, value)| (name.to_string(), value.clone()))
-            .collect();
-        let signature = sign(self.config.sign_method, &self.config.app_secret, &all);
-        all.push(("sign".to_string(), signature));
-        all
-    }
-
-    /// The query of a batch request: the common parameters, signed with the body.
-    fn signed_batch_query(&self, body: &str) -> Vec<(String, String)> {
-        let mut all: Vec<(String, String)> = [
+    /// The common parameters every request carries, empty ones dropped (from the form as
+    /// well as from the signature, or the gateway would hash a different set than we did).
+    /// Every API this connector calls acts for the seller, so the session always goes along.
+    fn common(&self) -> Vec<(String, String)> {
+        [
             ("app_key", self.config.app_key.clone()),
             ("session", self.config.session.clone()),
             ("timestamp", flagsync_market::time::format_beijing(self.clock.now())),
@@ -69,7 +45,27 @@ impl Client {
         .into_iter()
         .filter(|(name, value)| is_sent(name, value))
         .map(|(name, value)| (name.to_string(), value))
-        .collect();
+        .collect()
+    }
+
+    /// The full, signed form for `api`.
+    pub(crate) fn signed_params(&self, api: &str, params: &[(&str, String)]) -> Vec<(String, String)> {
+        let mut all = vec![("method".to_string(), api.to_string())];
+        all.extend(self.common());
+        all.extend(
+            params
+                .iter()
+                .filter(|(name, value)| is_sent(name, value))
+                .map(|(name, value)| (name.to_string(), value.clone())),
+        );
+        let signature = sign(self.config.sign_method, &self.config.app_secret, &all);
+        all.push(("sign".to_string(), signature));
+        all
+    }
+
+    /// The query of a batch request: the common parameters, signed with the body.
+    fn signed_batch_query(&self, body: &str) -> Vec<(String, String)> {
+        let mut all = self.common();
         let signature = sign_with_body(self.config.sign_method, &self.config.app_secret, &all, body);
         all.push(("sign".to_string(), signature));
         all
