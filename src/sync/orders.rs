@@ -88,14 +88,20 @@ const GROUP_HOLD: Duration = Duration::from_millis(500);
 /// stored in the background while the connector fetches the next pages (HTTP and the
 /// database overlap); while that store runs, arriving pages keep gathering, up to
 /// [`GROUP_COMMIT_MAX`]. Ingests still commit one at a time and in order, since each waits
-/// for the one before. A window smaller than a group commits once, with its cursor, while
-/// the next window is pulled.
+/// for the one before. A window that ends while the writer is idle commits at once, with
+/// its cursor, while the next window is pulled; one that ends while a commit runs leaves
+/// its cursor with what it gathered, and the next window's pages join that group: the
+/// cursor then commits with the first group that holds the whole window, and the pull
+/// never waits for a commit at a window's end.
 struct StoreSink {
     store: Store,
     store_id: String,
     rules: Option<Arc<crate::inventory::ReservationRules>>,
     fence: Option<crate::jobs::Fence>,
     pending: Vec<Fetched>,
+    /// The end of the last window pulled whole, when its orders are in `pending` and not
+    /// handed over yet: it commits with them (or with a later group, which holds them too).
+    pending_cursor: Option<DateTime<Utc>>,
     /// When the first batch of `pending` arrived.
     pending_since: Option<std::time::Instant>,
     /// The batch being stored in the background, and its orders' versions (not committed
@@ -117,6 +123,27 @@ impl Drop for StoreSink {
 }
 
 impl StoreSink {
+    fn new(
+        store: &Store,
+        store_id: &str,
+        rules: Option<Arc<crate::inventory::ReservationRules>>,
+        fence: Option<crate::jobs::Fence>,
+    ) -> Self {
+        Self {
+            store: store.clone(),
+            store_id: store_id.to_string(),
+            rules,
+            fence,
+            pending: Vec::new(),
+            pending_cursor: None,
+            pending_since: None,
+            inflight: None,
+            inflight_versions: HashMap::new(),
+            stats: IngestStats::default(),
+            received: 0,
+        }
+    }
+
     /// Waits for the background ingest, if any.
     async fn settle(&mut self) -> Result<(), SyncError> {
         if let Some(task) = self.inflight.take() {
@@ -130,18 +157,44 @@ impl StoreSink {
 
     /// Ends a window: what it still holds is stored with the window's cursor, in one
     /// transaction, in the background like any group, so the next window's pull starts
-    /// while it commits. Commits stay in order (each waits for the one before), and the run
-    /// settles the last one before it reports, so a cursor never passes an order that is
-    /// not stored.
+    /// while it commits. If a commit is still running, the pull does not wait for it: the
+    /// cursor stays with the gathered orders, and the next window's pages join them until
+    /// the group is handed over. Commits stay in order (each waits for the one before), a
+    /// cursor only ever commits with the orders of its window, and the run settles the last
+    /// commit before it reports, so a cursor never passes an order that is not stored.
     async fn finish(&mut self, cursor: Option<DateTime<Utc>>) -> Result<(), SyncError> {
+        if cursor.is_some() {
+            self.pending_cursor = cursor;
+        }
+        let busy = self.inflight.as_ref().is_some_and(|task| !task.is_finished());
+        if busy && self.pending.len() < GROUP_COMMIT_MAX {
+            // The window's orders wait in `pending` with its cursor; the next window's
+            // pages join them while the running commit ends.
+            return Ok(());
+        }
+        self.hand_over().await
+    }
+
+    /// Stores what is gathered, with the cursor it completes, once the previous ingest
+    /// has settled (in the background, like any group).
+    async fn hand_over(&mut self) -> Result<(), SyncError> {
         self.settle().await?;
         self.pending_since = None;
         let batch = std::mem::take(&mut self.pending);
+        let cursor = self.pending_cursor.take();
         if batch.is_empty() && cursor.is_none() {
             return Ok(());
         }
         self.store_in_background(batch, cursor);
         Ok(())
+    }
+
+    /// Stores everything gathered and waits for every commit: the end of a run, and of a
+    /// failed pull (what earlier windows, and the failed one so far, delivered is kept;
+    /// the cursor moves only to the last window pulled whole).
+    async fn flush(&mut self) -> Result<(), SyncError> {
+        self.hand_over().await?;
+        self.settle().await
     }
 
     /// Starts storing `batch` (and moving the cursor) once the previous ingest has settled.
@@ -214,8 +267,10 @@ impl OrderSink for StoreSink {
         })?;
         let previous = std::mem::replace(&mut self.pending, batch);
         self.pending_since = Some(std::time::Instant::now());
-        if !previous.is_empty() {
-            self.store_in_background(previous, None);
+        // A window's cursor waiting here belongs to `previous`, which holds that window.
+        let cursor = self.pending_cursor.take();
+        if !previous.is_empty() || cursor.is_some() {
+            self.store_in_background(previous, cursor);
         }
         Ok(())
     }
@@ -280,18 +335,7 @@ pub async fn sync_orders(
         }
     };
 
-    let mut sink = StoreSink {
-        store: store.clone(),
-        store_id: store_id.to_string(),
-        rules: options.reservations.clone(),
-        fence: options.fence.clone(),
-        pending: Vec::new(),
-        pending_since: None,
-        inflight: None,
-        inflight_versions: HashMap::new(),
-        stats: IngestStats::default(),
-        received: 0,
-    };
+    let mut sink = StoreSink::new(store, store_id, options.reservations.clone(), options.fence.clone());
     let mut window_start = start;
     while window_start < end {
         let window_end = (window_start + window).min(end);
@@ -301,9 +345,9 @@ pub async fn sync_orders(
         {
             Ok(stats) => stats,
             Err(error) => {
-                // The windows before this one keep what they stored: their last commit
-                // (with its cursor) may still be running, so let it finish first.
-                if let Err(settling) = sink.settle().await {
+                // The windows before this one keep what they delivered: their last group
+                // (with its cursor) may still be gathered or committing, so store it first.
+                if let Err(settling) = sink.flush().await {
                     tracing::warn!(store = store_id, error = %settling, "the previous window's commit failed too");
                 }
                 return Err(error.into());
@@ -316,9 +360,85 @@ pub async fn sync_orders(
         tracing::debug!(store = store_id, start = %window_start, end = %window_end, orders = stats.orders, "window pulled");
         window_start = window_end;
     }
-    sink.settle().await?;
+    sink.flush().await?;
     report.received = sink.received;
     report.add(sink.stats);
     report.cursor = store.cursor(store_id, ORDERS_JOB).await?;
     Ok(report)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+    use flagsync_market::pii::Pii;
+    use flagsync_market::{Order, OrderStatus};
+    use sqlx::Connection;
+
+    fn at(minute: i64) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-11T00:00:00+08:00").unwrap().with_timezone(&Utc)
+            + TimeDelta::minutes(minute)
+    }
+
+    fn batch(ids: std::ops::Range<u32>, minute: i64) -> Vec<Fetched> {
+        ids.map(|n| {
+            Fetched::Order(Box::new(Order {
+                order_id: format!("{}", 4_000_000 + n),
+                status: OrderStatus::AwaitingPayment,
+                platform_status: "WAIT_BUYER_PAY".into(),
+                created_at: at(minute),
+                modified_at: at(minute),
+                paid_at: None,
+                total_fen: 100,
+                payment_fen: 100,
+                post_fee_fen: 0,
+                buyer: Pii::new("nick"),
+                receiver: None,
+                lines: Vec::new(),
+                contract: None,
+                raw: "{}".into(),
+            }))
+        })
+        .collect()
+    }
+
+    /// A window that ends while the previous commit is still running does not wait for it:
+    /// its cursor stays with its orders and commits with the group that holds them, never
+    /// before them, and the next window's pages join that group.
+    #[tokio::test]
+    async fn a_window_ending_during_a_commit_leaves_its_cursor_with_its_orders() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::open(&StoreOptions::new(url.clone())).await.unwrap();
+        store.register_store("shop-a", "market").await.unwrap();
+        let mut sink = StoreSink::new(&store, "shop-a", None, None);
+        // Another connection holds SQLite's write lock: the sink's commits wait behind it.
+        let mut blocker = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut blocker).await.unwrap();
+
+        // Window 1 ends with the writer idle: handed over at once, with its cursor.
+        sink.accept(batch(0..10, 5)).await.unwrap();
+        sink.finish(Some(at(30))).await.unwrap();
+        assert!(sink.inflight.is_some(), "window 1 is being stored");
+        // Window 2 ends while window 1's commit waits: the pull goes on.
+        sink.accept(batch(10..20, 40)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(3), sink.finish(Some(at(60))))
+            .await
+            .expect("the end of window 2 does not wait for window 1's commit")
+            .unwrap();
+        // Window 3 is under way when the lock goes; the pull fails in it.
+        sink.accept(batch(20..25, 70)).await.unwrap();
+        // Window 2's orders were asked for again: known, though not committed yet.
+        let again = [(String::from("4000015"), at(40)), (String::from("4000022"), at(71))];
+        assert_eq!(sink.select_changed(&again).await.unwrap(), vec![false, true]);
+        assert_eq!(store.cursor("shop-a", ORDERS_JOB).await.unwrap(), None, "nothing committed yet");
+        sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+
+        // What was delivered is stored; the cursor is window 2's end, not past it.
+        sink.flush().await.unwrap();
+        assert_eq!(store.count_orders("shop-a").await.unwrap(), 25);
+        assert_eq!(store.cursor("shop-a", ORDERS_JOB).await.unwrap(), Some(at(60)));
+        assert_eq!(sink.stats.inserted, 25);
+    }
 }
