@@ -211,6 +211,7 @@ impl App {
             shared_pool: store.shared_pool,
             allocation: store.allocation.clone(),
             default_share,
+            fingerprint: std::sync::OnceLock::new(),
         })
     }
 

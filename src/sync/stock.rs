@@ -22,6 +22,10 @@ pub struct StockPolicy {
     pub allocation: BTreeMap<String, Allocation>,
     /// Share for targets with no entry in `allocation`.
     pub default_share: BTreeMap<String, f64>,
+    /// [`policy_fingerprint`] of this policy and the catalogue it was built from, computed
+    /// by the first stock run: hashing a large catalogue every run would make an idle run's
+    /// cost follow the catalogue's size. A changed configuration builds a new policy.
+    pub fingerprint: std::sync::OnceLock<i64>,
 }
 
 impl StockPolicy {
@@ -230,7 +234,7 @@ pub async fn sync_stock(
     if !named.is_empty() {
         store.upsert_listings(store_id, &named).await?;
     }
-    let fingerprint = policy_fingerprint(policy, catalog);
+    let fingerprint = *policy.fingerprint.get_or_init(|| policy_fingerprint(policy, catalog));
     let mark = format!("stock_policy:{store_id}");
     // Read before the levels: a change committed after this is planned next run.
     let dirty = store.stock_dirty(store_id).await?;
