@@ -144,6 +144,11 @@ impl StoreSink {
         }
     }
 
+    /// Whether the background ingest is still running.
+    fn committing(&self) -> bool {
+        self.inflight.as_ref().is_some_and(|task| !task.is_finished())
+    }
+
     /// Waits for the background ingest, if any.
     async fn settle(&mut self) -> Result<(), SyncError> {
         if let Some(task) = self.inflight.take() {
@@ -166,8 +171,7 @@ impl StoreSink {
         if cursor.is_some() {
             self.pending_cursor = cursor;
         }
-        let busy = self.inflight.as_ref().is_some_and(|task| !task.is_finished());
-        if busy && self.pending.len() < GROUP_COMMIT_MAX {
+        if self.committing() && self.pending.len() < GROUP_COMMIT_MAX {
             // The window's orders wait in `pending` with its cursor; the next window's
             // pages join them while the running commit ends.
             return Ok(());
@@ -252,7 +256,7 @@ impl OrderSink for StoreSink {
         // Group commit: batches wait together and go in as one transaction, so commits
         // (each rewriting the index pages it touched, and the checkpoints that follow) get
         // fewer and larger; while the previous ingest still runs, they keep gathering.
-        let busy = self.inflight.as_ref().is_some_and(|task| !task.is_finished());
+        let busy = self.committing();
         let gathered = self.pending.len() + batch.len();
         let young = self.pending_since.is_none_or(|since| since.elapsed() < GROUP_HOLD);
         if gathered <= GROUP_COMMIT_MAX && (busy || (gathered < GROUP_COMMIT_MIN && young)) {
@@ -260,18 +264,15 @@ impl OrderSink for StoreSink {
             self.pending.extend(batch);
             return Ok(());
         }
-        self.settle().await.map_err(|e| match e {
+        // What is gathered goes, with a window's cursor waiting here (it belongs to those
+        // orders); this batch starts the next group.
+        self.hand_over().await.map_err(|e| match e {
             // Kept as a store error, so the pull's caller sees e.g. a lost fence as such.
             SyncError::Store(store) => SinkError(Box::new(store)),
             other => SinkError(Box::new(other)),
         })?;
-        let previous = std::mem::replace(&mut self.pending, batch);
+        self.pending = batch;
         self.pending_since = Some(std::time::Instant::now());
-        // A window's cursor waiting here belongs to `previous`, which holds that window.
-        let cursor = self.pending_cursor.take();
-        if !previous.is_empty() || cursor.is_some() {
-            self.store_in_background(previous, cursor);
-        }
         Ok(())
     }
 }
