@@ -345,7 +345,7 @@ fn refund_map(refund: &Refund) -> Map<String, Value> {
 
 /// A trade with the requested fields, its sub-orders under `orders` when asked for.
 pub fn render_trade(trade: &Trade, fields: &Fields, shape: Shape) -> Value {
-    let mut out = fields.select(trade_map(trade));
+    let mut out = trade_map(trade, &|key| fields.keeps(key));
     let wants_oaid = ["receiver_name", "receiver_address", "created", "receiver_mobile", "receiver_phone"]
         .iter()
         .all(|f| fields.wants(f));
@@ -353,69 +353,88 @@ pub fn render_trade(trade: &Trade, fields: &Fields, shape: Shape) -> Value {
         out.insert("oaid".into(), json!(format!("1Fc{:016x}", store::mix(trade.scenario_order ^ 0x0A1D))));
     }
     if fields.wants_orders() {
-        let orders = trade.orders.iter().map(|o| Value::Object(fields.select_order(order_map(o)))).collect();
+        let orders = trade
+            .orders
+            .iter()
+            .map(|o| Value::Object(order_map(o, &|key| fields.keeps_order(key))))
+            .collect();
         out.insert("orders".into(), shape.list("order", orders));
     }
     Value::Object(out)
 }
 
-fn put(map: &mut Map<String, Value>, key: &str, value: Value) {
-    map.insert(key.to_string(), value);
+/// A record under construction that holds only the keys a call asked for: a value is
+/// built only when its key is kept (a list page asks for two of forty trade fields).
+struct Record<'a> {
+    map: Map<String, Value>,
+    keep: &'a dyn Fn(&str) -> bool,
 }
 
-fn put_time(map: &mut Map<String, Value>, key: &str, at: Option<DateTime<Utc>>) {
-    if let Some(at) = at {
-        map.insert(key.to_string(), json!(fmt_time(at)));
+impl<'a> Record<'a> {
+    fn new(keep: &'a dyn Fn(&str) -> bool) -> Self {
+        Self { map: Map::new(), keep }
+    }
+
+    fn put(&mut self, key: &str, value: impl FnOnce() -> Value) {
+        if (self.keep)(key) {
+            self.map.insert(key.to_string(), value());
+        }
+    }
+
+    fn put_time(&mut self, key: &str, at: Option<DateTime<Utc>>) {
+        if let Some(at) = at {
+            self.put(key, || json!(fmt_time(at)));
+        }
     }
 }
 
 /// Every Trade field the sandbox knows (§1.4), orders aside. Receiver data is fake.
-fn trade_map(t: &Trade) -> Map<String, Value> {
+fn trade_map(t: &Trade, keep: &dyn Fn(&str) -> bool) -> Map<String, Value> {
     let n = t.scenario_order;
     let total = yuan(t.total_fen());
-    let mut m = Map::new();
-    put(&mut m, "tid", json!(t.tid));
-    put(&mut m, "tid_str", json!(t.tid.to_string()));
-    put(&mut m, "status", json!(t.status));
-    put(&mut m, "type", json!(t.trade_type));
-    put(&mut m, "created", json!(fmt_time(t.created)));
-    put(&mut m, "modified", json!(fmt_time(t.modified)));
-    put_time(&mut m, "pay_time", t.pay_time);
-    put_time(&mut m, "consign_time", t.consign_time);
-    put_time(&mut m, "end_time", t.end_time);
-    put(&mut m, "payment", json!(total));
-    put(&mut m, "total_fee", json!(total));
-    put(&mut m, "post_fee", json!("0.00"));
-    put(&mut m, "discount_fee", json!("0.00"));
-    put(&mut m, "adjust_fee", json!("0.00"));
+    let mut m = Record::new(keep);
+    m.put("tid", || json!(t.tid));
+    m.put("tid_str", || json!(t.tid.to_string()));
+    m.put("status", || json!(t.status));
+    m.put("type", || json!(t.trade_type));
+    m.put("created", || json!(fmt_time(t.created)));
+    m.put("modified", || json!(fmt_time(t.modified)));
+    m.put_time("pay_time", t.pay_time);
+    m.put_time("consign_time", t.consign_time);
+    m.put_time("end_time", t.end_time);
+    m.put("payment", || json!(total));
+    m.put("total_fee", || json!(total));
+    m.put("post_fee", || json!("0.00"));
+    m.put("discount_fee", || json!("0.00"));
+    m.put("adjust_fee", || json!("0.00"));
     let received = if t.status == store::TRADE_FINISHED { total } else { "0.00".to_string() };
-    put(&mut m, "received_payment", json!(received));
-    put(&mut m, "num", json!(t.orders.iter().map(|o| o.num).sum::<i64>()));
+    m.put("received_payment", || json!(received));
+    m.put("num", || json!(t.orders.iter().map(|o| o.num).sum::<i64>()));
     // Product fields on the trade exist only for single-order trades.
     if let [only] = t.orders.as_slice() {
-        put(&mut m, "num_iid", json!(only.num_iid));
-        put(&mut m, "title", json!(only.title));
-        put(&mut m, "price", json!(yuan(only.price_fen)));
+        m.put("num_iid", || json!(only.num_iid));
+        m.put("title", || json!(only.title));
+        m.put("price", || json!(yuan(only.price_fen)));
     }
-    put(&mut m, "buyer_nick", json!(t.buyer_nick()));
-    put(&mut m, "buyer_open_uid", json!(format!("AAH{:020x}", store::mix(n))));
-    put(&mut m, "seller_nick", json!(SELLER_NICK));
-    put(&mut m, "receiver_name", json!(format!("测试买家{n}")));
-    put(&mut m, "receiver_state", json!("浙江省"));
-    put(&mut m, "receiver_city", json!("杭州市"));
-    put(&mut m, "receiver_district", json!("西湖区"));
-    put(&mut m, "receiver_town", json!("文新街道"));
-    put(&mut m, "receiver_address", json!(format!("文三路{}号 测试小区{}幢", n % 999 + 1, n % 30 + 1)));
-    put(&mut m, "receiver_zip", json!("310012"));
-    put(&mut m, "receiver_mobile", json!(format!("139{:08}", n % 100_000_000)));
-    put(&mut m, "receiver_phone", json!(format!("0571-8{:07}", n % 10_000_000)));
-    put(&mut m, "buyer_message", json!(""));
-    put(&mut m, "seller_flag", json!(0));
-    put(&mut m, "shipping_type", json!("express"));
-    put(&mut m, "trade_from", json!("WAP,TAOBAO"));
-    put(&mut m, "is_part_consign", json!(t.status == store::SELLER_CONSIGNED_PART));
-    put(&mut m, "is_wt", json!(t.is_wt()));
-    put(&mut m, "is_sh_ship", json!(t.status == store::PAID_FORBID_CONSIGN));
+    m.put("buyer_nick", || json!(t.buyer_nick()));
+    m.put("buyer_open_uid", || json!(format!("AAH{:020x}", store::mix(n))));
+    m.put("seller_nick", || json!(SELLER_NICK));
+    m.put("receiver_name", || json!(format!("测试买家{n}")));
+    m.put("receiver_state", || json!("浙江省"));
+    m.put("receiver_city", || json!("杭州市"));
+    m.put("receiver_district", || json!("西湖区"));
+    m.put("receiver_town", || json!("文新街道"));
+    m.put("receiver_address", || json!(format!("文三路{}号 测试小区{}幢", n % 999 + 1, n % 30 + 1)));
+    m.put("receiver_zip", || json!("310012"));
+    m.put("receiver_mobile", || json!(format!("139{:08}", n % 100_000_000)));
+    m.put("receiver_phone", || json!(format!("0571-8{:07}", n % 10_000_000)));
+    m.put("buyer_message", || json!(""));
+    m.put("seller_flag", || json!(0));
+    m.put("shipping_type", || json!("express"));
+    m.put("trade_from", || json!("WAP,TAOBAO"));
+    m.put("is_part_consign", || json!(t.status == store::SELLER_CONSIGNED_PART));
+    m.put("is_wt", || json!(t.is_wt()));
+    m.put("is_sh_ship", || json!(t.status == store::PAID_FORBID_CONSIGN));
     if let Some(c) = &t.contract {
         let wtt = json!({
             "phone_num": c.phone_num,
@@ -423,46 +442,46 @@ fn trade_map(t: &Trade) -> Map<String, Value> {
             "out_package_id": c.out_package_id,
             "plan_title": c.plan_title,
         });
-        put(&mut m, "wtt_param", json!(wtt.to_string()));
+        m.put("wtt_param", || json!(wtt.to_string()));
     }
-    m
+    m.map
 }
 
 /// Every Order field the sandbox knows (§1.4).
-fn order_map(o: &Order) -> Map<String, Value> {
+fn order_map(o: &Order, keep: &dyn Fn(&str) -> bool) -> Map<String, Value> {
     let total = yuan(o.price_fen * o.num);
-    let mut m = Map::new();
-    put(&mut m, "oid", json!(o.oid));
-    put(&mut m, "oid_str", json!(o.oid.to_string()));
-    put(&mut m, "num_iid", json!(o.num_iid));
+    let mut m = Record::new(keep);
+    m.put("oid", || json!(o.oid));
+    m.put("oid_str", || json!(o.oid.to_string()));
+    m.put("num_iid", || json!(o.num_iid));
     // TOP sends sku_id as a string.
-    put(&mut m, "sku_id", json!(o.sku_id.to_string()));
-    put(&mut m, "outer_iid", json!(format!("ITEM-{}", o.num_iid)));
-    put(&mut m, "outer_sku_id", json!(o.outer_sku_id));
-    put(&mut m, "title", json!(o.title));
-    put(&mut m, "num", json!(o.num));
-    put(&mut m, "price", json!(yuan(o.price_fen)));
-    put(&mut m, "sku_properties_name", json!(o.properties));
-    put(&mut m, "total_fee", json!(total));
-    put(&mut m, "payment", json!(total));
-    put(&mut m, "divide_order_fee", json!(total));
-    put(&mut m, "discount_fee", json!("0.00"));
-    put(&mut m, "adjust_fee", json!("0.00"));
-    put(&mut m, "status", json!(o.status));
-    put(&mut m, "refund_status", json!(o.refund_status));
+    m.put("sku_id", || json!(o.sku_id.to_string()));
+    m.put("outer_iid", || json!(format!("ITEM-{}", o.num_iid)));
+    m.put("outer_sku_id", || json!(o.outer_sku_id));
+    m.put("title", || json!(o.title));
+    m.put("num", || json!(o.num));
+    m.put("price", || json!(yuan(o.price_fen)));
+    m.put("sku_properties_name", || json!(o.properties));
+    m.put("total_fee", || json!(total));
+    m.put("payment", || json!(total));
+    m.put("divide_order_fee", || json!(total));
+    m.put("discount_fee", || json!("0.00"));
+    m.put("adjust_fee", || json!("0.00"));
+    m.put("status", || json!(o.status));
+    m.put("refund_status", || json!(o.refund_status));
     if let Some(refund_id) = o.refund_id {
-        put(&mut m, "refund_id", json!(refund_id.to_string()));
+        m.put("refund_id", || json!(refund_id.to_string()));
     }
-    put_time(&mut m, "end_time", o.end_time);
-    put_time(&mut m, "consign_time", o.consign_time);
-    put(&mut m, "shipping_type", json!("express"));
+    m.put_time("end_time", o.end_time);
+    m.put_time("consign_time", o.consign_time);
+    m.put("shipping_type", || json!("express"));
     if let Some(company) = &o.logistics_company {
-        put(&mut m, "logistics_company", json!(company));
+        m.put("logistics_company", || json!(company));
     }
     if let Some(invoice_no) = &o.invoice_no {
-        put(&mut m, "invoice_no", json!(invoice_no));
+        m.put("invoice_no", || json!(invoice_no));
     }
-    put(&mut m, "is_oversold", json!(false));
-    put(&mut m, "cid", json!(1512));
-    m
+    m.put("is_oversold", || json!(false));
+    m.put("cid", || json!(1512));
+    m.map
 }

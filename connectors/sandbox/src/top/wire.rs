@@ -198,26 +198,32 @@ impl Fields {
         select(full, &self.top)
     }
 
+    /// Whether [`Self::select`] keeps a top-level `key`.
+    pub fn keeps(&self, key: &str) -> bool {
+        keeps(&self.top, key)
+    }
+
+    /// Whether a sub-order `key` was requested: every key when only `orders` was named.
+    pub fn keeps_order(&self, key: &str) -> bool {
+        match &self.orders {
+            Some(set) if !set.is_empty() => keeps(set, key),
+            Some(_) => true,
+            None => false,
+        }
+    }
+
     pub fn wants_orders(&self) -> bool {
         self.orders.is_some()
     }
-
-    /// Sub-order keys requested; every key when only `orders` was named.
-    pub fn select_order(&self, full: Map<String, Value>) -> Map<String, Value> {
-        match &self.orders {
-            Some(set) if !set.is_empty() => select(full, set),
-            Some(_) => full,
-            None => Map::new(),
-        }
-    }
 }
 
-fn select(full: Map<String, Value>, keep: &BTreeSet<String>) -> Map<String, Value> {
-    full.into_iter()
-        .filter(|(key, _)| {
-            keep.contains(key) || key.strip_suffix("_str").is_some_and(|number| keep.contains(number))
-        })
-        .collect()
+fn select(mut full: Map<String, Value>, keep: &BTreeSet<String>) -> Map<String, Value> {
+    full.retain(|key, _| keeps(keep, key));
+    full
+}
+
+fn keeps(keep: &BTreeSet<String>, key: &str) -> bool {
+    keep.contains(key) || key.strip_suffix("_str").is_some_and(|number| keep.contains(number))
 }
 
 #[cfg(test)]
