@@ -75,7 +75,7 @@ impl Client {
     /// once in the `#PUBLIC#` part, each entry of `each` is one call's own parameters. The
     /// outer error is the whole request's (transport, a refusal of the batch itself, a reply
     /// that does not split into one part per call); the inner ones are each call's.
-    pub(crate) async fn call_batch<T>(
+    pub(crate) async fn call_batch<T: Send + 'static>(
         &self,
         api: &str,
         shared: &[(&str, String)],
@@ -97,32 +97,29 @@ impl Client {
         };
         calls.fetch_add(each.len() as u64, Ordering::Relaxed);
         let reply = self.transport.send(&request).await.map_err(|e| from_transport(api, &e))?;
-        let parts: Vec<&str> = reply.body.split(TOP_BATCH_SEPARATOR).collect();
-        if parts.len() != each.len() {
+        let parts = reply.body.split(TOP_BATCH_SEPARATOR).count();
+        if parts != each.len() {
             // A refusal of the whole batch is one error_response with no separator.
-            if parts.len() == 1 {
+            if parts == 1 {
                 parse(api, &reply)?;
             }
             return Err(malformed(
                 api,
-                format!("a batch of {} calls was answered with {} parts", each.len(), parts.len()),
+                format!("a batch of {} calls was answered with {} parts", each.len(), parts),
             ));
         }
-        Ok(parts
-            .into_iter()
-            .map(|part| {
-                let result = parse(api, &HttpReply { status: reply.status, body: part.to_string() });
-                if let Err(error) = &result {
-                    tracing::debug!(api, kind = ?error.kind, code = ?error.code, sub_code = ?error.sub_code, "top call in a batch failed");
-                }
-                result
-            })
-            .collect())
+        // The parts are parsed on the blocking pool: a pull keeps several batch requests in
+        // flight, and their replies (20 trades each) then parse side by side instead of one
+        // after another on the task that drives the pull.
+        let owned_api = api.to_string();
+        tokio::task::spawn_blocking(move || parse_parts(&owned_api, &reply, parse))
+            .await
+            .map_err(|e| malformed(api, format!("parsing a batch reply failed: {e}")))
     }
 
     /// [`Self::call_batch`] under the retry policy, for reads only: a failure of the whole
     /// request is retried as if nothing happened.
-    pub(crate) async fn call_batch_retrying<T>(
+    pub(crate) async fn call_batch_retrying<T: Send + 'static>(
         &self,
         api: &str,
         shared: &[(&str, String)],
@@ -200,6 +197,21 @@ fn encode(out: &mut String, params: &[(&str, String)]) {
 
 /// `#PUBLIC#method=…&<shared>`, then each call's form, joined by the batch separator. A
 /// call with no parameters of its own is written `N`, as the SDKs do.
+/// Each part of a batch reply, parsed as the reply to its own call.
+fn parse_parts<T>(api: &str, reply: &HttpReply, parse: Parser<T>) -> Vec<Result<T, ConnectorError>> {
+    reply
+        .body
+        .split(TOP_BATCH_SEPARATOR)
+        .map(|part| {
+            let result = parse(api, &HttpReply { status: reply.status, body: part.to_string() });
+            if let Err(error) = &result {
+                tracing::debug!(api, kind = ?error.kind, code = ?error.code, sub_code = ?error.sub_code, "top call in a batch failed");
+            }
+            result
+        })
+        .collect()
+}
+
 fn batch_body(api: &str, shared: &[(&str, String)], each: &[Vec<(&str, String)>]) -> String {
     let mut body = String::from("#PUBLIC#");
     let mut public = vec![("method", api.to_string())];
