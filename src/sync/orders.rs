@@ -277,22 +277,18 @@ impl OrderSink for StoreSink {
         let busy = self.committing();
         let gathered = self.pending.len() + batch.len();
         let young = self.pending_since.is_none_or(|since| since.elapsed() < GROUP_HOLD);
-        if gathered <= GROUP_COMMIT_MAX && (busy || (gathered < GROUP_COMMIT_MIN && young)) {
-            self.pending_since.get_or_insert_with(std::time::Instant::now);
-            note_versions(&mut self.pending_versions, &batch);
-            self.pending.extend(batch);
-            return Ok(());
+        if gathered > GROUP_COMMIT_MAX || (!busy && (gathered >= GROUP_COMMIT_MIN || !young)) {
+            // What is gathered goes, with a window's cursor waiting here (it belongs to
+            // those orders); this batch starts the next group.
+            self.hand_over().await.map_err(|e| match e {
+                // Kept as a store error, so the pull's caller sees e.g. a lost fence as such.
+                SyncError::Store(store) => SinkError(Box::new(store)),
+                other => SinkError(Box::new(other)),
+            })?;
         }
-        // What is gathered goes, with a window's cursor waiting here (it belongs to those
-        // orders); this batch starts the next group.
-        self.hand_over().await.map_err(|e| match e {
-            // Kept as a store error, so the pull's caller sees e.g. a lost fence as such.
-            SyncError::Store(store) => SinkError(Box::new(store)),
-            other => SinkError(Box::new(other)),
-        })?;
+        self.pending_since.get_or_insert_with(std::time::Instant::now);
         note_versions(&mut self.pending_versions, &batch);
-        self.pending = batch;
-        self.pending_since = Some(std::time::Instant::now());
+        self.pending.extend(batch);
         Ok(())
     }
 }

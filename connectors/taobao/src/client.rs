@@ -97,24 +97,13 @@ impl Client {
         };
         calls.fetch_add(each.len() as u64, Ordering::Relaxed);
         let reply = self.transport.send(&request).await.map_err(|e| from_transport(api, &e))?;
-        let parts = reply.body.split(TOP_BATCH_SEPARATOR).count();
-        if parts != each.len() {
-            // A refusal of the whole batch is one error_response with no separator.
-            if parts == 1 {
-                parse(api, &reply)?;
-            }
-            return Err(malformed(
-                api,
-                format!("a batch of {} calls was answered with {} parts", each.len(), parts),
-            ));
-        }
-        // The parts are parsed on the blocking pool: a pull keeps several batch requests in
-        // flight, and their replies (20 trades each) then parse side by side instead of one
-        // after another on the task that drives the pull.
-        let owned_api = api.to_string();
-        tokio::task::spawn_blocking(move || parse_parts(&owned_api, &reply, parse))
+        // The reply is split and parsed on the blocking pool: a pull keeps several batch
+        // requests in flight, and their replies (20 trades each) then parse side by side
+        // instead of one after another on the task that drives the pull.
+        let (owned_api, expected) = (api.to_string(), each.len());
+        tokio::task::spawn_blocking(move || parse_parts(&owned_api, &reply, expected, parse))
             .await
-            .map_err(|e| malformed(api, format!("parsing a batch reply failed: {e}")))
+            .map_err(|e| malformed(api, format!("parsing a batch reply failed: {e}")))?
     }
 
     /// [`Self::call_batch`] under the retry policy, for reads only: a failure of the whole
@@ -197,11 +186,26 @@ fn encode(out: &mut String, params: &[(&str, String)]) {
 
 /// `#PUBLIC#method=…&<shared>`, then each call's form, joined by the batch separator. A
 /// call with no parameters of its own is written `N`, as the SDKs do.
-/// Each part of a batch reply, parsed as the reply to its own call.
-fn parse_parts<T>(api: &str, reply: &HttpReply, parse: Parser<T>) -> Vec<Result<T, ConnectorError>> {
-    reply
-        .body
-        .split(TOP_BATCH_SEPARATOR)
+/// Each part of a batch reply, parsed as the reply to its own call; an error when the reply
+/// does not hold one part per call (a refusal of the whole batch is one `error_response`).
+fn parse_parts<T>(
+    api: &str,
+    reply: &HttpReply,
+    expected: usize,
+    parse: Parser<T>,
+) -> Result<Vec<Result<T, ConnectorError>>, ConnectorError> {
+    let parts: Vec<&str> = reply.body.split(TOP_BATCH_SEPARATOR).collect();
+    if parts.len() != expected {
+        if parts.len() == 1 {
+            parse(api, reply)?;
+        }
+        return Err(malformed(
+            api,
+            format!("a batch of {expected} calls was answered with {} parts", parts.len()),
+        ));
+    }
+    Ok(parts
+        .into_iter()
         .map(|part| {
             let result = parse(api, &HttpReply { status: reply.status, body: part.to_string() });
             if let Err(error) = &result {
@@ -209,7 +213,7 @@ fn parse_parts<T>(api: &str, reply: &HttpReply, parse: Parser<T>) -> Vec<Result<
             }
             result
         })
-        .collect()
+        .collect())
 }
 
 fn batch_body(api: &str, shared: &[(&str, String)], each: &[Vec<(&str, String)>]) -> String {
