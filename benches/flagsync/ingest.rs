@@ -153,7 +153,7 @@ pub async fn run(quick: bool, report: &mut Report) -> anyhow::Result<()> {
             if platform == "jd" && backend == Backend::Postgres {
                 continue;
             }
-            measure(&sandbox, &clock, store, platform, backend, trades, report).await?;
+            measure(&sandbox, &clock, store, platform, backend, trades, quick, report).await?;
         }
     }
     drop(sandbox);
@@ -161,7 +161,97 @@ pub async fn run(quick: bool, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Rounds of (pipeline, storage limit) on SQLite in the full run. This VM's speed drifts by
+/// 20 to 40 % from one minute to the next, and the CPU-bound pipeline feels it more than the
+/// disk-bound limit: each round times the two back to back, so a slow spell lands on both
+/// halves of its ratio, and the median round's ratio is the one judged.
+const SQLITE_ROUNDS: usize = 3;
+
+/// One run of the whole pipeline, as the orders job runs it, into a fresh database.
+struct Piped {
+    app: App,
+    db: BenchDb,
+    stored: usize,
+    rate: f64,
+    calls: u64,
+    /// CPU used: (daemon, co-located gateway).
+    cpu: (Duration, Duration),
+}
+
+async fn pipeline(
+    sandbox: &flagsync::sandbox::EmbeddedSandbox,
+    clock: &SimClock,
+    store: &str,
+    platform: &str,
+    backend: Backend,
+    trades: usize,
+) -> anyhow::Result<Option<Piped>> {
+    let Some(db) = BenchDb::open(backend, "ingest").await? else { return Ok(None) };
+    let mut config =
+        base_config(vec![store_config(store, platform, Gateway::Sandbox)], handset_catalog(LISTINGS));
+    config.sync.initial_lookback = Duration::from_secs(24 * 3600);
+    let options = AppOptions { retry: bench_retry(), ..AppOptions::default() };
+    let client_clock: Arc<dyn Clock> = Arc::new(SandboxClock(clock.clone()));
+    let app =
+        App::build_with(config, &options, client_clock, Some(sandbox.clone()), db.store.clone()).await?;
+    let market = app.market(store)?.clone();
+    let sync_options = app.order_sync_options_for(store);
+    let cpu_before = cpu_used();
+    let began = Instant::now();
+    let pulled = sync_orders(
+        &app.store,
+        store,
+        market.as_ref(),
+        app.clock.as_ref(),
+        &sync_options,
+        &OrderPull::Incremental,
+    )
+    .await?;
+    let total = began.elapsed();
+    let cpu = cpu_between(cpu_before, cpu_used());
+    if platform == "taobao" && pulled.inserted as usize != trades {
+        bail!("{}: the pull stored {} of {trades} trades", backend.name(), pulled.inserted);
+    }
+    let stored = pulled.inserted as usize;
+    let rate = stored as f64 / total.as_secs_f64();
+    Ok(Some(Piped { app, db, stored, rate, calls: pulled.calls, cpu }))
+}
+
+/// The storage limit: the same rows inserted straight into a fresh database. Returns the
+/// rate and the CPU it used.
+async fn storage_limit(
+    backend: Backend,
+    store: &str,
+    platform: &str,
+    name: &str,
+    latest: &[Order],
+) -> anyhow::Result<Option<(f64, Duration)>> {
+    let Some(limit_db) = BenchDb::open(backend, "ingest_limit").await? else { return Ok(None) };
+    limit_db.store.register_store(store, platform).await?;
+    let cpu_before = cpu_used();
+    let began = Instant::now();
+    match backend {
+        Backend::Sqlite => insert_sqlite(&limit_db.url, store, latest).await?,
+        Backend::Postgres => insert_postgres(&limit_db, store, latest).await?,
+    }
+    let limit_time = began.elapsed();
+    let (limit_cpu, _) = cpu_between(cpu_before, cpu_used());
+    let stored = limit_db.store.count_orders(store).await?;
+    limit_db.close().await;
+    if stored as usize != latest.len() {
+        bail!("{name}: the storage-limit insert stored {stored} of {} orders", latest.len());
+    }
+    Ok(Some((latest.len() as f64 / limit_time.as_secs_f64(), limit_cpu)))
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+}
+
 /// One platform's pipeline on one backend, its halves and the storage limit.
+#[allow(clippy::too_many_arguments)]
 async fn measure(
     sandbox: &flagsync::sandbox::EmbeddedSandbox,
     clock: &SimClock,
@@ -169,174 +259,156 @@ async fn measure(
     platform: &str,
     backend: Backend,
     trades: usize,
+    quick: bool,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    {
-        let Some(db) = BenchDb::open(backend, "ingest").await? else {
-            report.note(
-                BENCH,
-                format!("{} NOT RUN: set {} to measure it", backend.name(), crate::common::PG_ENV),
-            );
-            return Ok(());
-        };
-        let mut config =
-            base_config(vec![store_config(store, platform, Gateway::Sandbox)], handset_catalog(LISTINGS));
-        config.sync.initial_lookback = Duration::from_secs(24 * 3600);
-        let options = AppOptions { retry: bench_retry(), ..AppOptions::default() };
-        let client_clock: Arc<dyn Clock> = Arc::new(SandboxClock(clock.clone()));
-        let app =
-            App::build_with(config, &options, client_clock, Some(sandbox.clone()), db.store.clone()).await?;
-        let market = app.market(store)?.clone();
-        let sync_options = app.order_sync_options_for(store);
+    let Some(first) = pipeline(sandbox, clock, store, platform, backend, trades).await? else {
+        report
+            .note(BENCH, format!("{} NOT RUN: set {} to measure it", backend.name(), crate::common::PG_ENV));
+        return Ok(());
+    };
+    let Piped { app, db, stored: stored_orders, rate: first_rate, calls, cpu } = first;
+    let (pipeline_cpu, pipeline_gateway_cpu) = cpu;
+    let market = app.market(store)?.clone();
+    let sync_options = app.order_sync_options_for(store);
+    // Figure names keep their session-2 form for Tmall; JD's carry "jd".
+    let name = if platform == "jd" { format!("{} jd", backend.name()) } else { backend.name().to_string() };
+    report.figure(BENCH, format!("{name} pipeline calls"), calls as f64, "calls");
 
-        // The whole pipeline, as the orders job runs it.
-        let cpu_before = cpu_used();
-        let began = Instant::now();
-        let pulled = sync_orders(
-            &app.store,
-            store,
-            market.as_ref(),
-            app.clock.as_ref(),
-            &sync_options,
-            &OrderPull::Incremental,
-        )
-        .await?;
-        let total = began.elapsed();
-        let (pipeline_cpu, pipeline_gateway_cpu) = cpu_between(cpu_before, cpu_used());
-        if platform == "taobao" && pulled.inserted as usize != trades {
-            bail!("{}: the pull stored {} of {trades} trades", backend.name(), pulled.inserted);
-        }
-        let stored_orders = pulled.inserted as usize;
-        let rate = stored_orders as f64 / total.as_secs_f64();
-        // Figure names keep their session-2 form for Tmall; JD's carry "jd".
-        let name =
-            if platform == "jd" { format!("{} jd", backend.name()) } else { backend.name().to_string() };
-        report.figure(BENCH, format!("{name} pipeline orders/s"), rate, "orders/s");
-        report.figure(BENCH, format!("{name} pipeline calls"), pulled.calls as f64, "calls");
+    // The HTTP + parse half alone (same windows, a sink that keeps batches in memory).
+    let now = clock.now();
+    let window = sync_options.window.min(market.limits().max_window);
+    let window = TimeDelta::from_std(window).unwrap_or(TimeDelta::hours(1));
+    let (from, until) = (
+        now - TimeDelta::from_std(sync_options.initial_lookback).unwrap_or(TimeDelta::days(1)),
+        now - TimeDelta::from_std(sync_options.settle_delay).unwrap_or_default(),
+    );
+    let mut sink = CaptureSink::default();
+    let cpu_before = cpu_used();
+    let began = Instant::now();
+    let mut at = from;
+    while at < until {
+        let end = (at + window).min(until);
+        market.pull_orders(TimeWindow { start: at, end }, &mut sink).await.context("http-only pull")?;
+        at = end;
+    }
+    let http = began.elapsed();
+    let (http_cpu, http_gateway_cpu) = cpu_between(cpu_before, cpu_used());
+    let batches = sink.batches;
 
-        // The HTTP + parse half alone (same windows, a sink that keeps batches in memory).
-        let now = clock.now();
-        let window = sync_options.window.min(market.limits().max_window);
-        let window = TimeDelta::from_std(window).unwrap_or(TimeDelta::hours(1));
-        let (from, until) = (
-            now - TimeDelta::from_std(sync_options.initial_lookback).unwrap_or(TimeDelta::days(1)),
-            now - TimeDelta::from_std(sync_options.settle_delay).unwrap_or_default(),
-        );
-        let mut sink = CaptureSink::default();
-        let cpu_before = cpu_used();
-        let began = Instant::now();
-        let mut at = from;
-        while at < until {
-            let end = (at + window).min(until);
-            market.pull_orders(TimeWindow { start: at, end }, &mut sink).await.context("http-only pull")?;
-            at = end;
-        }
-        let http = began.elapsed();
-        let (http_cpu, http_gateway_cpu) = cpu_between(cpu_before, cpu_used());
-        let batches = sink.batches;
+    // The store half alone: the product's ingest of the same batches into a fresh database.
+    let latest = latest_orders(&batches);
+    if latest.len() != stored_orders {
+        bail!("{name}: the pipeline stored {stored_orders} orders, the HTTP-only pull saw {}", latest.len());
+    }
+    let Some(fresh) = BenchDb::open(backend, "ingest_store").await? else { return Ok(()) };
+    fresh.store.register_store(store, platform).await?;
+    let rules = app.reservation_rules(store);
+    // Grouped as the orders job groups them (`GROUP_COMMIT_MIN` orders a transaction).
+    let groups = commit_groups(&batches);
+    let cpu_before = cpu_used();
+    let began = Instant::now();
+    for group in &groups {
+        fresh.store.ingest(store, group, None, rules.as_deref()).await?;
+    }
+    let store_time = began.elapsed();
+    let (store_cpu, _) = cpu_between(cpu_before, cpu_used());
+    fresh.close().await;
+    drop(batches);
+    drop(app);
+    db.close().await;
+    let store_rate = stored_orders as f64 / store_time.as_secs_f64();
+    report.figure(BENCH, format!("{name} store ingest alone orders/s"), store_rate, "orders/s");
+    report.figure(
+        BENCH,
+        format!("{name} http+parse alone orders/s"),
+        stored_orders as f64 / http.as_secs_f64(),
+        "orders/s",
+    );
+    let halves = (http + store_time).as_secs_f64();
+    report.figure(BENCH, format!("{name} share of time in http+parse"), http.as_secs_f64() / halves, "ratio");
+    report.figure(
+        BENCH,
+        format!("{name} share of time in store"),
+        store_time.as_secs_f64() / halves,
+        "ratio",
+    );
 
-        // The store half alone: the product's ingest of the same batches into a fresh database.
-        let latest = latest_orders(&batches);
-        if latest.len() != stored_orders {
-            bail!(
-                "{name}: the pipeline stored {stored_orders} orders, the HTTP-only pull saw {}",
-                latest.len()
-            );
+    // The storage limit right after a pipeline run, round by round.
+    let Some((first_limit, limit_cpu)) = storage_limit(backend, store, platform, &name, &latest).await?
+    else {
+        return Ok(());
+    };
+    let mut rounds = vec![(first_rate, first_limit)];
+    let extra = if backend == Backend::Sqlite && !quick { SQLITE_ROUNDS - 1 } else { 0 };
+    for _ in 0..extra {
+        let Some(piped) = pipeline(sandbox, clock, store, platform, backend, trades).await? else { break };
+        if piped.stored != stored_orders {
+            bail!("{name}: a later round stored {} orders, the first {stored_orders}", piped.stored);
         }
-        let Some(fresh) = BenchDb::open(backend, "ingest_store").await? else { return Ok(()) };
-        fresh.store.register_store(store, platform).await?;
-        let rules = app.reservation_rules(store);
-        // Grouped as the orders job groups them (`GROUP_COMMIT_MIN` orders a transaction).
-        let groups = commit_groups(&batches);
-        let cpu_before = cpu_used();
-        let began = Instant::now();
-        for group in &groups {
-            fresh.store.ingest(store, group, None, rules.as_deref()).await?;
-        }
-        let store_time = began.elapsed();
-        let (store_cpu, _) = cpu_between(cpu_before, cpu_used());
-        fresh.close().await;
-        let store_rate = stored_orders as f64 / store_time.as_secs_f64();
-        report.figure(BENCH, format!("{name} store ingest alone orders/s"), store_rate, "orders/s");
-        report.figure(
+        let rate = piped.rate;
+        drop(piped.app);
+        piped.db.close().await;
+        let Some((limit, _)) = storage_limit(backend, store, platform, &name, &latest).await? else { break };
+        rounds.push((rate, limit));
+    }
+    let rates: Vec<f64> = rounds.iter().map(|(rate, _)| *rate).collect();
+    let limits: Vec<f64> = rounds.iter().map(|(_, limit)| *limit).collect();
+    let ratios: Vec<f64> = rounds.iter().map(|(rate, limit)| rate / limit).collect();
+    let (rate, limit, ratio) = (median(&rates), median(&limits), median(&ratios));
+    if rounds.len() > 1 {
+        let each: Vec<String> = rounds
+            .iter()
+            .map(|(rate, limit)| format!("{:.0}/{:.0} = {:.2}", rate, limit, rate / limit))
+            .collect();
+        report.note(
             BENCH,
-            format!("{name} http+parse alone orders/s"),
-            stored_orders as f64 / http.as_secs_f64(),
-            "orders/s",
-        );
-        let halves = (http + store_time).as_secs_f64();
-        report.figure(
-            BENCH,
-            format!("{name} share of time in http+parse"),
-            http.as_secs_f64() / halves,
-            "ratio",
-        );
-        report.figure(
-            BENCH,
-            format!("{name} share of time in store"),
-            store_time.as_secs_f64() / halves,
-            "ratio",
-        );
-
-        // The storage limit: the same rows, straight in.
-        let Some(limit_db) = BenchDb::open(backend, "ingest_limit").await? else { return Ok(()) };
-        limit_db.store.register_store(store, platform).await?;
-        let cpu_before = cpu_used();
-        let began = Instant::now();
-        match backend {
-            Backend::Sqlite => insert_sqlite(&limit_db.url, store, &latest).await?,
-            Backend::Postgres => insert_postgres(&limit_db, store, &latest).await?,
-        }
-        let limit_time = began.elapsed();
-        let (limit_cpu, _) = cpu_between(cpu_before, cpu_used());
-        let stored = limit_db.store.count_orders(store).await?;
-        limit_db.close().await;
-        if stored as usize != latest.len() {
-            bail!("{name}: the storage-limit insert stored {stored} of {} orders", latest.len());
-        }
-        let limit = latest.len() as f64 / limit_time.as_secs_f64();
-        report.figure(BENCH, format!("{name} storage limit orders/s"), limit, "orders/s");
-        let ratio = rate / limit;
-        match backend {
-            Backend::Sqlite => report.judged(
-                BENCH,
-                format!("{name} pipeline / storage limit"),
-                ratio,
-                "ratio",
-                ">= 0.5",
-                ratio >= 0.5,
+            format!(
+                "{name}: {} rounds of pipeline then storage limit (orders/s): {}",
+                rounds.len(),
+                each.join("; ")
             ),
-            Backend::Postgres => report.figure(BENCH, "postgres pipeline / storage limit", ratio, "ratio"),
+        );
+        let lowest = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let highest = ratios.iter().copied().fold(0.0, f64::max);
+        report.figure(BENCH, format!("{name} pipeline / storage limit, lowest round"), lowest, "ratio");
+        report.figure(BENCH, format!("{name} pipeline / storage limit, highest round"), highest, "ratio");
+    }
+    report.figure(BENCH, format!("{name} pipeline orders/s"), rate, "orders/s");
+    report.figure(BENCH, format!("{name} storage limit orders/s"), limit, "orders/s");
+    match backend {
+        Backend::Sqlite => report.judged(
+            BENCH,
+            format!("{name} pipeline / storage limit"),
+            ratio,
+            "ratio",
+            ">= 0.5",
+            ratio >= 0.5,
+        ),
+        Backend::Postgres => report.figure(BENCH, "postgres pipeline / storage limit", ratio, "ratio"),
+    }
+    report.figure(BENCH, format!("{name} store ingest alone / storage limit"), store_rate / limit, "ratio");
+    // CPU per order, SQLite only (PostgreSQL does its work in its own processes): what the
+    // daemon itself spends, apart from the co-located gateway's share; from the first round.
+    if backend == Backend::Sqlite {
+        let per_order = [
+            ("pipeline daemon", pipeline_cpu),
+            ("pipeline gateway", pipeline_gateway_cpu),
+            ("http+parse client", http_cpu),
+            ("http+parse gateway", http_gateway_cpu),
+            ("store alone", store_cpu),
+            ("storage limit", limit_cpu),
+        ];
+        for (what, time) in per_order {
+            let micros = micros_per(time, stored_orders);
+            report.figure(BENCH, format!("{name} {what} CPU per order"), micros, "us");
         }
         report.figure(
             BENCH,
-            format!("{name} store ingest alone / storage limit"),
-            store_rate / limit,
+            format!("{name} storage limit CPU / pipeline daemon CPU"),
+            limit_cpu.as_secs_f64() / pipeline_cpu.as_secs_f64().max(1e-9),
             "ratio",
         );
-        // CPU per order, SQLite only (PostgreSQL does its work in its own processes): what
-        // the daemon itself spends, apart from the co-located gateway's share.
-        if backend == Backend::Sqlite {
-            let per_order = [
-                ("pipeline daemon", pipeline_cpu),
-                ("pipeline gateway", pipeline_gateway_cpu),
-                ("http+parse client", http_cpu),
-                ("http+parse gateway", http_gateway_cpu),
-                ("store alone", store_cpu),
-                ("storage limit", limit_cpu),
-            ];
-            for (what, time) in per_order {
-                let micros = micros_per(time, stored_orders);
-                report.figure(BENCH, format!("{name} {what} CPU per order"), micros, "us");
-            }
-            report.figure(
-                BENCH,
-                format!("{name} storage limit CPU / pipeline daemon CPU"),
-                limit_cpu.as_secs_f64() / pipeline_cpu.as_secs_f64().max(1e-9),
-                "ratio",
-            );
-        }
-        db.close().await;
     }
     Ok(())
 }
