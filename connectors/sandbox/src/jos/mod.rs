@@ -40,6 +40,7 @@ mod tests;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
@@ -48,7 +49,7 @@ use chrono::{DateTime, Utc};
 use crate::clock::SimClock;
 use crate::faults::FaultPlan;
 use crate::scenario::BuyerEvent;
-use crate::server::{RunningServer, serve};
+use crate::server::{RunningServer, serve, with_round_trip};
 
 use state::State;
 
@@ -75,6 +76,9 @@ pub struct JosConfig {
     pub calls_per_second: Option<u32>,
     /// From this instant the access token is refused with "19".
     pub token_expires_at: Option<DateTime<Utc>>,
+    /// Every HTTP request is held this long before it is served: the round trip to a remote
+    /// gateway (zero: none).
+    pub round_trip: Duration,
 }
 
 impl Default for JosConfig {
@@ -91,6 +95,7 @@ impl Default for JosConfig {
             max_page_size: 50,
             calls_per_second: None,
             token_expires_at: None,
+            round_trip: Duration::ZERO,
         }
     }
 }
@@ -109,6 +114,7 @@ impl std::fmt::Debug for JosConfig {
             .field("max_page_size", &self.max_page_size)
             .field("calls_per_second", &self.calls_per_second)
             .field("token_expires_at", &self.token_expires_at)
+            .field("round_trip", &self.round_trip)
             .finish_non_exhaustive()
     }
 }
@@ -185,9 +191,11 @@ impl JosSandbox {
 
     /// GET and POST at `/routerjson`.
     pub fn router(&self) -> Router {
-        Router::new()
+        let round_trip = self.inner.state.lock().unwrap_or_else(|p| p.into_inner()).config.round_trip;
+        let router = Router::new()
             .route("/routerjson", get(gateway::handle).post(gateway::handle))
-            .with_state(self.clone())
+            .with_state(self.clone());
+        with_round_trip(router, round_trip)
     }
 
     /// Serves [`JosSandbox::router`] on a free loopback port.

@@ -617,3 +617,19 @@ async fn a_duplicate_page_repeats_its_first_record_and_pushes_its_last_on() {
     assert_eq!(ids(&page), [clean[0].clone(), clean[0].clone(), clean[1].clone()], "{page}");
     assert_eq!(page["orderTotal"], 7);
 }
+
+#[tokio::test]
+async fn a_round_trip_holds_every_request_and_changes_no_reply() {
+    let near = Gw::default().await;
+    let far =
+        Gw::new(JosConfig { round_trip: std::time::Duration::from_millis(300), ..JosConfig::default() })
+            .await;
+    near.run(paid_orders(3));
+    far.run(paid_orders(3));
+    let began = std::time::Instant::now();
+    let reply = far.search(search_biz(json!({}))).await;
+    // A lower bound only: the wait is there however fast or slow the machine is.
+    assert!(began.elapsed() >= std::time::Duration::from_millis(300), "{:?}", began.elapsed());
+    assert_eq!(reply["orderTotal"], 3, "{reply}");
+    assert_eq!(reply, near.search(search_biz(json!({}))).await);
+}

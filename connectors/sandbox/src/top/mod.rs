@@ -34,6 +34,7 @@ pub use gateway::{BATCH_COUNTER, MAX_BATCH_CALLS};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::Router;
 use chrono::{DateTime, Utc};
@@ -41,7 +42,7 @@ use chrono::{DateTime, Utc};
 use crate::clock::SimClock;
 use crate::faults::FaultPlan;
 use crate::scenario::BuyerEvent;
-use crate::server::{RunningServer, serve};
+use crate::server::{RunningServer, serve, with_round_trip};
 
 /// The sandbox's app, seller and catalogue. `Default` gives the documented sandbox
 /// credentials.
@@ -62,6 +63,9 @@ pub struct TopConfig {
     pub calls_per_second: Option<u32>,
     /// From this instant on the session is refused with code 27.
     pub session_expires_at: Option<DateTime<Utc>>,
+    /// Every HTTP request is held this long before it is served: the round trip to a remote
+    /// gateway (zero: none).
+    pub round_trip: Duration,
 }
 
 impl Default for TopConfig {
@@ -76,6 +80,7 @@ impl Default for TopConfig {
             outer_ids: Vec::new(),
             calls_per_second: None,
             session_expires_at: None,
+            round_trip: Duration::ZERO,
         }
     }
 }
@@ -183,7 +188,7 @@ impl TopSandbox {
 
     /// GET and POST at `/router/rest`; POST at `/router/batch` (several calls in one request).
     pub fn router(&self) -> Router {
-        gateway::router(self.clone())
+        with_round_trip(gateway::router(self.clone()), self.inner.config.round_trip)
     }
 
     /// Serves [`TopSandbox::router`] on `127.0.0.1` at a free port.

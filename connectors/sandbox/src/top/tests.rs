@@ -933,3 +933,14 @@ async fn a_late_index_leaves_recent_modifications_out_of_one_reply() {
     let caught_up = increment(&h, &[("fields", "tid,modified"), ("simplify", "true")]).await;
     assert_eq!(tids(&caught_up["trades"]).len(), 6, "the next reply has caught up: {caught_up}");
 }
+
+#[tokio::test]
+async fn a_round_trip_holds_every_request_and_changes_no_reply() {
+    let near = harness(TopConfig::default()).await;
+    let far = harness(TopConfig { round_trip: Duration::from_millis(300), ..TopConfig::default() }).await;
+    let began = std::time::Instant::now();
+    let reply = far.call("taobao.user.seller.get", &[("fields", "nick")]).await;
+    // A lower bound only: the wait is there however fast or slow the machine is.
+    assert!(began.elapsed() >= Duration::from_millis(300), "{:?}", began.elapsed());
+    assert_eq!(reply, near.call("taobao.user.seller.get", &[("fields", "nick")]).await);
+}
