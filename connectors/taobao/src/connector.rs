@@ -83,7 +83,15 @@ struct Pull {
     /// A list page repeated a trade version already seen in this pull.
     repeated: bool,
     stats: PullStats,
-    calls: AtomicU64,
+}
+
+/// One list page sifted and offered to the sink: the trades to read in full, the rows kept
+/// as unparsed, and how many trades this pull had not seen before.
+#[derive(Default)]
+struct Chosen {
+    tids: Vec<String>,
+    unparsed: Vec<Fetched>,
+    unseen: usize,
 }
 
 /// One `fullinfo` call: a trade, a trade kept as unparsed, or the call's error.
@@ -169,11 +177,26 @@ impl TaobaoConnector {
         page: ListPage,
         sink: &mut dyn OrderSink,
         pull: &mut Pull,
+        calls: &AtomicU64,
     ) -> Result<usize, PullError> {
+        let chosen = self.choose(page, sink, pull).await?;
+        let unseen = chosen.unseen;
+        let fetched = self.fetch_chosen(&chosen, calls).await?;
+        Self::deliver(chosen, fetched, sink, &mut pull.stats).await?;
+        Ok(unseen)
+    }
+
+    /// Sifts one list page against what this pull has seen and asks the sink which of the
+    /// new or newer trades it wants.
+    async fn choose(
+        &self,
+        page: ListPage,
+        sink: &mut dyn OrderSink,
+        pull: &mut Pull,
+    ) -> Result<Chosen, PullError> {
         pull.stats.pages += 1;
-        let mut unseen = 0;
+        let mut chosen = Chosen::default();
         let mut candidates = Vec::new();
-        let mut batch = Vec::new();
         for row in page.rows {
             match row {
                 Ok(row) => {
@@ -183,15 +206,15 @@ impl TaobaoConnector {
                         continue;
                     }
                     if known.is_none() {
-                        unseen += 1;
+                        chosen.unseen += 1;
                     }
                     pull.seen.insert(row.tid.clone(), row.modified);
                     candidates.push((row.tid, row.modified));
                 }
                 Err(bad) => {
                     if pull.bad_rows.insert(bad.raw.clone()) {
-                        unseen += 1;
-                        batch.push(Fetched::Unparsed(bad));
+                        chosen.unseen += 1;
+                        chosen.unparsed.push(Fetched::Unparsed(bad));
                     } else {
                         pull.repeated = true;
                     }
@@ -206,20 +229,39 @@ impl TaobaoConnector {
                         .into(),
                 )));
             }
-            let tids: Vec<String> = candidates
+            chosen.tids = candidates
                 .into_iter()
                 .zip(wanted)
                 .filter(|(_, want)| *want)
                 .map(|((tid, _), _)| tid)
                 .collect();
-            batch.extend(self.fetch_many(&tids, &pull.calls, true).await?);
         }
+        Ok(chosen)
+    }
+
+    /// The chosen trades in full.
+    async fn fetch_chosen(&self, chosen: &Chosen, calls: &AtomicU64) -> Result<Vec<Fetched>, ConnectorError> {
+        if chosen.tids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.fetch_many(&chosen.tids, calls, true).await
+    }
+
+    /// Hands a page's unparsed rows and fetched trades to the sink as one batch.
+    async fn deliver(
+        chosen: Chosen,
+        fetched: Vec<Fetched>,
+        sink: &mut dyn OrderSink,
+        stats: &mut PullStats,
+    ) -> Result<(), PullError> {
+        let mut batch = chosen.unparsed;
+        batch.extend(fetched);
         if !batch.is_empty() {
-            pull.stats.orders += batch.len() as u64;
-            pull.stats.unparsed += batch.iter().filter(|f| matches!(f, Fetched::Unparsed(_))).count() as u64;
+            stats.orders += batch.len() as u64;
+            stats.unparsed += batch.iter().filter(|f| matches!(f, Fetched::Unparsed(_))).count() as u64;
             sink.accept(batch).await?;
         }
-        Ok(unseen)
+        Ok(())
     }
 
     async fn fullinfo(&self, tid: &str, calls: &AtomicU64) -> FullinfoResult {
@@ -236,6 +278,7 @@ impl TaobaoConnector {
         now: DateTime<Utc>,
         sink: &mut dyn OrderSink,
         pull: &mut Pull,
+        calls: &AtomicU64,
     ) -> Result<(), PullError> {
         let due: Vec<String> = {
             let mut fresh = self.fresh.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -254,7 +297,7 @@ impl TaobaoConnector {
         }
         tracing::debug!(trades = due.len(), "reading again trades read before their second was over");
         let handed = async {
-            let batch = self.fetch_many(&due, &pull.calls, true).await?;
+            let batch = self.fetch_many(&due, calls, true).await?;
             pull.stats.orders += batch.len() as u64;
             pull.stats.unparsed += batch.iter().filter(|f| matches!(f, Fetched::Unparsed(_))).count() as u64;
             sink.accept(batch).await?;
@@ -638,20 +681,30 @@ impl Marketplace for TaobaoConnector {
             bad_rows: HashSet::new(),
             repeated: false,
             stats: PullStats::default(),
-            calls: AtomicU64::new(0),
         };
+        let calls = AtomicU64::new(0);
         let began = self.clock.now();
-        self.reread_fresh(began, sink, &mut pull).await?;
-        let first = self.list_page(&window, 1, &pull.calls).await?;
+        self.reread_fresh(began, sink, &mut pull, &calls).await?;
+        let first = self.list_page(&window, 1, &calls).await?;
         let first_total = Self::total(&first)?;
         let last = self.pages(first_total);
-        self.absorb(first, sink, &mut pull).await?;
         let mut steady = true;
+        // Each page's trades are read in full while the page after it in the backward order
+        // is listed and offered to the sink, so the detail calls overlap the next list call
+        // and the sink's lookup. The list calls still go out one at a time, backwards.
+        let mut current = self.choose(first, sink, &mut pull).await?;
         for page in (2..=last).rev() {
-            let listed = self.list_page(&window, page, &pull.calls).await?;
-            steady &= listed.total_results == Some(first_total);
-            self.absorb(listed, sink, &mut pull).await?;
+            let next = async {
+                let listed = self.list_page(&window, page, &calls).await?;
+                steady &= listed.total_results == Some(first_total);
+                self.choose(listed, sink, &mut pull).await
+            };
+            let (fetched, next) = tokio::join!(self.fetch_chosen(&current, &calls), next);
+            Self::deliver(std::mem::take(&mut current), fetched?, sink, &mut pull.stats).await?;
+            current = next?;
         }
+        let fetched = self.fetch_chosen(&current, &calls).await?;
+        Self::deliver(current, fetched, sink, &mut pull.stats).await?;
         // The forward re-read is skipped when it cannot find anything:
         // - one page: a single read is one consistent snapshot of the window;
         // - a window that closed before the pull began (`modified` is stamped to the
@@ -664,19 +717,19 @@ impl Marketplace for TaobaoConnector {
         let closed = window.end + TimeDelta::seconds(1) <= began;
         let rereads = if last <= 1 || (closed && steady && !pull.repeated) { 0 } else { MAX_REREAD_PASSES };
         for pass in 1..=rereads {
-            let first = self.list_page(&window, 1, &pull.calls).await?;
+            let first = self.list_page(&window, 1, &calls).await?;
             let last = self.pages(Self::total(&first)?);
-            let mut unseen = self.absorb(first, sink, &mut pull).await?;
+            let mut unseen = self.absorb(first, sink, &mut pull, &calls).await?;
             for page in 2..=last {
-                let listed = self.list_page(&window, page, &pull.calls).await?;
-                unseen += self.absorb(listed, sink, &mut pull).await?;
+                let listed = self.list_page(&window, page, &calls).await?;
+                unseen += self.absorb(listed, sink, &mut pull, &calls).await?;
             }
             if unseen == 0 {
                 break;
             }
             tracing::debug!(pass, unseen, "re-read found trades the backward pass missed");
         }
-        pull.stats.calls = pull.calls.load(Ordering::Relaxed);
+        pull.stats.calls = calls.load(Ordering::Relaxed);
         Ok(pull.stats)
     }
 

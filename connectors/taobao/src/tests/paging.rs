@@ -238,3 +238,53 @@ async fn ties_ordered_differently_between_calls_cost_a_re_read_not_a_trade() {
         .collect();
     assert_eq!(got.len(), 6, "{got:?}");
 }
+
+/// Refuses one list call (1-based) with a business error; passes everything else on.
+struct RefusedList {
+    inner: Arc<MovingGateway>,
+    refuse: usize,
+    lists: Mutex<usize>,
+}
+
+#[async_trait]
+impl Transport for RefusedList {
+    async fn send(&self, request: &HttpRequest) -> Result<HttpReply, TransportError> {
+        if request.api == crate::LIST_API {
+            let mut lists = self.lists.lock().unwrap();
+            *lists += 1;
+            if *lists == self.refuse {
+                let body = r#"{"error_response":{"code":15,"msg":"Remote service error","sub_code":"isv.invalid-parameter","sub_msg":"page_no","request_id":"r"}}"#;
+                return Ok(HttpReply { status: 200, body: body.into() });
+            }
+        }
+        self.inner.send(request).await
+    }
+}
+
+#[tokio::test]
+async fn a_refused_list_call_fails_the_pull_after_the_page_read_beside_it_is_handed_over() {
+    // Pages of two: [t1 t2] [t3 t4] [t5 t6] [t7], listed 1, 4, 3, 2. Page 3's details are
+    // read while page 2 is listed; page 2's list call is refused.
+    let gateway = Arc::new(MovingGateway {
+        window: window(),
+        trades: Mutex::new(trades(7)),
+        list_calls: Mutex::new(0),
+        script: Box::new(|_, _| {}),
+        reversed_ties_on: 0,
+    });
+    let transport = Arc::new(RefusedList { inner: gateway, refuse: 4, lists: Mutex::new(0) });
+    let connector = TaobaoConnector::new(config("paging-refused"), transport, clock());
+    let mut sink = CollectSink::default();
+    let error = connector.pull_orders(window(), &mut sink).await.unwrap_err();
+    assert!(error.to_string().contains("isv.invalid-parameter"), "{error}");
+    let mut got: Vec<u64> = sink
+        .all()
+        .into_iter()
+        .map(|f| match f {
+            Fetched::Order(o) => o.order_id.parse::<u64>().unwrap() - BASE,
+            Fetched::Unparsed(u) => panic!("{}", u.reason),
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, [1, 2, 5, 6, 7]);
+}
