@@ -12,7 +12,7 @@ use flagsync_sandbox::clock::SimClock;
 use flagsync_sandbox::faults::Fault;
 use flagsync_sandbox::scenario::{ScenarioConfig, generate};
 
-use crate::exactly_once::{SandboxClock, fast_retry, start_sandbox, store_config, test_config};
+use crate::exactly_once::{SandboxClock, fast_retry, incremental, start_sandbox, store_config, test_config};
 use crate::support::{Backend, test_store};
 
 const STORES: [(&str, &str); 2] = [("tmall", "taobao"), ("jd", "jd")];
@@ -44,17 +44,7 @@ async fn setup(seed: u64) -> (App, flagsync::sandbox::EmbeddedSandbox, SimClock,
 }
 
 async fn pull(app: &App, store_id: &str) -> flagsync::sync::orders::OrderSyncReport {
-    let market = app.market(store_id).unwrap();
-    sync_orders(
-        &app.store,
-        store_id,
-        market.as_ref(),
-        app.clock.as_ref(),
-        &app.order_sync_options(),
-        &OrderPull::Incremental,
-    )
-    .await
-    .unwrap()
+    incremental(app, store_id).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -593,6 +593,26 @@ impl Store {
         Ok(out)
     }
 
+    /// Orders held whose latest `modified` lies in `[from, to)`.
+    pub async fn count_orders_modified(
+        &self,
+        store_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let count: i64 = with_pool!(self, read, pool => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM orders WHERE store_id = $1 AND modified_at >= $2 AND modified_at < $3",
+            )
+            .bind(store_id)
+            .bind(from)
+            .bind(to)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(count)
+    }
+
     pub async fn count_orders(&self, store_id: &str) -> Result<i64, StoreError> {
         let count: i64 = with_pool!(self, read, pool => {
             sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE store_id = $1").bind(store_id).fetch_one(pool).await?

@@ -6,6 +6,9 @@
 //!   so it never points past orders that are not committed (a crash re-reads the window);
 //! - a run starts `overlap` before the cursor, and orders are upserted by (store, id,
 //!   modified), so re-reads and duplicates across windows are harmless;
+//! - when the overlap is longer than the time since the cursor, a run may instead list two
+//!   ranges: the strip that has aged `overlap` since it was first listed, then the new
+//!   minutes; the aged strip goes first and never moves the cursor (see [`plan_ranges`]);
 //! - manual re-pulls (a time range, one order id) store orders but never move the cursor.
 
 use std::collections::HashMap;
@@ -58,6 +61,11 @@ pub struct OrderSyncReport {
     pub pages: u64,
     /// Where the cursor stands after the run.
     pub cursor: Option<DateTime<Utc>>,
+    /// The run listed the aged strip behind its cursor on its own: apart from the new
+    /// minutes (the orders already held there made one range the dearer), or again after
+    /// one range that took more than a page (see `plan_ranges`).
+    #[serde(default)]
+    pub split: bool,
 }
 
 impl OrderSyncReport {
@@ -293,6 +301,77 @@ impl OrderSink for StoreSink {
     }
 }
 
+/// A modification-time range one run lists, cut into windows; finishing a window moves
+/// the cursor to its end when `moves_cursor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Range {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    moves_cursor: bool,
+    /// The aged strip `[start, this]` inside the range must also be listed on its own when
+    /// a window of the range took more than one page (see [`plan_ranges`]).
+    aged_alone_if_paged: Option<DateTime<Utc>>,
+}
+
+impl Range {
+    fn new(start: DateTime<Utc>, end: DateTime<Utc>, moves_cursor: bool) -> Self {
+        Self { start, end, moves_cursor, aged_alone_if_paged: None }
+    }
+}
+
+/// List pages `rows` orders take, at least one (an empty range still costs a call).
+fn pages(rows: f64, per_page: usize) -> u64 {
+    (rows / per_page.max(1) as f64).ceil().max(1.0) as u64
+}
+
+/// The ranges an incremental run lists, in order.
+///
+/// Every moment must be listed once soon (for lag) and once after it has aged `overlap`
+/// past the settle delay (an order the platform's index showed late is found then). One
+/// range, `[cursor - overlap, end]`, does both. When the overlap is longer than the time
+/// since the cursor (a pull every minute with a five-minute overlap), that one range lists
+/// each minute again on every run, six times in all, and in a flash sale the list calls
+/// grow with it. Two ranges, the strip that has just aged (`[cursor - overlap, end -
+/// overlap]`) and the new minutes (`[cursor, end]`), list each minute twice, but cost at
+/// least two calls. The run takes one range only when the orders already held behind the
+/// cursor, with the new minutes taken to come at the rate the overlap saw, fit one page.
+///
+/// Why one page: the aged strip's listing is its last, and it must see every order there.
+/// Two ranges list the aged strip on its own, long after the index has caught up with it,
+/// so its pages hold still. In one range it is paged together with the newest minutes,
+/// which an index that lags (or replicas that lag by different amounts) can show and hide
+/// from one call to the next, shifting every page after them; a single reply is one
+/// snapshot, which no shift can cut. When the estimate was wrong and the one range took
+/// more pages, the aged strip is listed again on its own after it. (That re-listing comes
+/// after the cursor has moved, so a run that fails just then leaves the strip with only
+/// its paged listing, as every run did before ranges were split.)
+///
+/// The aged strip goes first and never moves the cursor, so a run that fails part way
+/// leaves nothing unaged behind the cursor.
+async fn plan_ranges(
+    store: &Store,
+    store_id: &str,
+    cursor: DateTime<Utc>,
+    end: DateTime<Utc>,
+    overlap: TimeDelta,
+    per_page: usize,
+    oldest: DateTime<Utc>,
+) -> Result<Vec<Range>, SyncError> {
+    let start = (cursor - overlap).max(oldest);
+    let aged_end = end - overlap;
+    if aged_end >= cursor || end <= cursor || overlap <= TimeDelta::zero() {
+        return Ok(vec![Range::new(start, end, true)]);
+    }
+    let behind = store.count_orders_modified(store_id, start, cursor).await? as f64;
+    let held_span = (cursor - start).num_milliseconds().max(1) as f64;
+    let new = behind * (end - cursor).num_milliseconds() as f64 / held_span;
+    if pages(behind + new, per_page) <= 1 {
+        Ok(vec![Range { aged_alone_if_paged: Some(aged_end), ..Range::new(start, end, true) }])
+    } else {
+        Ok(vec![Range::new(start, aged_end.max(start), false), Range::new(cursor, end, true)])
+    }
+}
+
 fn delta(duration: Duration) -> TimeDelta {
     TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
 }
@@ -312,7 +391,7 @@ pub async fn sync_orders(
     let window = delta(options.window.min(limits.max_window)).max(TimeDelta::seconds(1));
     let oldest = now - delta(limits.max_lookback);
 
-    let (start, end, moves_cursor) = match pull {
+    let ranges = match pull {
         OrderPull::Order(order_id) => {
             let fetched = market.fetch_order(order_id).await?;
             let stats = store
@@ -340,42 +419,64 @@ pub async fn sync_orders(
                     limits.max_lookback.as_secs() / 86_400
                 )));
             }
-            (*since, (*until).min(now), false)
+            vec![Range::new(*since, (*until).min(now), false)]
         }
         OrderPull::Incremental => {
-            let cursor = store.cursor(store_id, ORDERS_JOB).await?;
-            let start = match cursor {
-                Some(cursor) => cursor - delta(options.overlap),
-                None => now - delta(options.initial_lookback),
-            };
-            (start.max(oldest), now - delta(options.settle_delay), true)
+            let end = now - delta(options.settle_delay);
+            match store.cursor(store_id, ORDERS_JOB).await? {
+                Some(cursor) => {
+                    let overlap = delta(options.overlap);
+                    plan_ranges(store, store_id, cursor, end, overlap, limits.list_page, oldest).await?
+                }
+                None => {
+                    let start = (now - delta(options.initial_lookback)).max(oldest);
+                    vec![Range::new(start, end, true)]
+                }
+            }
         }
     };
+    report.split = ranges.len() > 1;
+    if report.split {
+        tracing::debug!(store = store_id, ?ranges, "listing the aged strip apart from the new minutes");
+    }
 
     let mut sink = StoreSink::new(store, store_id, options.reservations.clone(), options.fence.clone());
-    let mut window_start = start;
-    while window_start < end {
-        let window_end = (window_start + window).min(end);
-        let stats = match market
-            .pull_orders(TimeWindow { start: window_start, end: window_end }, &mut sink)
-            .await
-        {
-            Ok(stats) => stats,
-            Err(error) => {
-                // The windows before this one keep what they delivered: their last group
-                // (with its cursor) may still be gathered or committing, so store it first.
-                if let Err(settling) = sink.flush().await {
-                    tracing::warn!(store = store_id, error = %settling, "the previous window's commit failed too");
+    let mut ranges = std::collections::VecDeque::from(ranges);
+    while let Some(range) = ranges.pop_front() {
+        let mut paged = false;
+        let mut window_start = range.start;
+        while window_start < range.end {
+            let window_end = (window_start + window).min(range.end);
+            let stats = match market
+                .pull_orders(TimeWindow { start: window_start, end: window_end }, &mut sink)
+                .await
+            {
+                Ok(stats) => stats,
+                Err(error) => {
+                    // The windows before this one keep what they delivered: their last group
+                    // (with its cursor) may still be gathered or committing, so store it first.
+                    if let Err(settling) = sink.flush().await {
+                        tracing::warn!(store = store_id, error = %settling, "the previous window's commit failed too");
+                    }
+                    return Err(error.into());
                 }
-                return Err(error.into());
-            }
-        };
-        report.calls += stats.calls;
-        report.pages += stats.pages;
-        report.windows += 1;
-        sink.finish(moves_cursor.then_some(window_end)).await?;
-        tracing::debug!(store = store_id, start = %window_start, end = %window_end, orders = stats.orders, "window pulled");
-        window_start = window_end;
+            };
+            report.calls += stats.calls;
+            report.pages += stats.pages;
+            report.windows += 1;
+            paged |= stats.pages > 1;
+            sink.finish(range.moves_cursor.then_some(window_end)).await?;
+            tracing::debug!(store = store_id, start = %window_start, end = %window_end, orders = stats.orders, "window pulled");
+            window_start = window_end;
+        }
+        if let Some(aged_end) = range.aged_alone_if_paged.filter(|_| paged) {
+            tracing::debug!(
+                store = store_id,
+                "one range took more than a page: listing the aged strip on its own"
+            );
+            report.split = true;
+            ranges.push_back(Range::new(range.start, aged_end, false));
+        }
     }
     sink.flush().await?;
     report.received = sink.received;

@@ -177,7 +177,12 @@ impl Marketplace for JdConnector {
     }
 
     fn limits(&self) -> Limits {
-        Limits { max_window: MAX_WINDOW, max_lookback: MAX_LOOKBACK, stock_batch: STOCK_BATCH }
+        Limits {
+            max_window: MAX_WINDOW,
+            max_lookback: MAX_LOOKBACK,
+            stock_batch: STOCK_BATCH,
+            list_page: self.config.page_size as usize,
+        }
     }
 
     async fn check_credentials(&self) -> Result<(), ConnectorError> {

@@ -91,6 +91,8 @@ pub struct Limits {
     pub max_lookback: Duration,
     /// The most listings one stock call may carry.
     pub stock_batch: usize,
+    /// Orders one page of the order list holds, as this store is configured.
+    pub list_page: usize,
 }
 
 /// A marketplace store, as the sync jobs see it. Implementations own their signing, paging,

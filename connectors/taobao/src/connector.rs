@@ -656,7 +656,12 @@ impl Marketplace for TaobaoConnector {
     }
 
     fn limits(&self) -> Limits {
-        Limits { max_window: MAX_WINDOW, max_lookback: MAX_LOOKBACK, stock_batch: STOCK_BATCH }
+        Limits {
+            max_window: MAX_WINDOW,
+            max_lookback: MAX_LOOKBACK,
+            stock_batch: STOCK_BATCH,
+            list_page: self.config().page_size() as usize,
+        }
     }
 
     async fn check_credentials(&self) -> Result<(), ConnectorError> {
