@@ -13,10 +13,11 @@ use flagsync::app::{App, AppOptions};
 use flagsync::config::Gateway;
 use flagsync::jobs::{JobKind, OPERATOR_SCOPE};
 use flagsync::sync::orders::OrderSyncReport;
+use flagsync::sync::orders::{OrderPull, sync_orders};
 use flagsync_market::Clock;
 use flagsync_sandbox::clock::SimClock;
 use flagsync_sandbox::jos::JosConfig;
-use flagsync_sandbox::scenario::{ScenarioConfig, generate};
+use flagsync_sandbox::scenario::{Arrivals, ScenarioConfig, generate};
 use flagsync_sandbox::top::TopConfig;
 use rand::{Rng, SeedableRng};
 
@@ -258,5 +259,135 @@ pub async fn run(quick: bool, report: &mut Report) -> anyhow::Result<()> {
         refused == 0,
     );
     db.close().await;
+    flash_sale(quick, report).await?;
+    Ok(())
+}
+
+/// A flash sale pulled every minute with the example configuration's overlap (300 s) and
+/// settle delay (60 s): list calls as the daemon makes them, against one range per run
+/// (`[cursor - overlap, now - settle]`, what every run listed before session 9, emulated
+/// with range pulls into a second database) and against the fewest the page limits allow
+/// for the orders that changed.
+async fn flash_sale(quick: bool, report: &mut Report) -> anyhow::Result<()> {
+    const SALE: &str = "economy-flash";
+    let orders = if quick { 300 } else { 3_000 };
+    let (settle, overlap) = (TimeDelta::seconds(60), TimeDelta::seconds(300));
+    let start = ScenarioConfig::default().start;
+    let clock = SimClock::manual(start);
+    let top = TopConfig { initial_quantity: 1_000_000, ..TopConfig::default() };
+    let jos = JosConfig { initial_quantity: 1_000_000, ..JosConfig::default() };
+    let sandbox = start_sandbox(&clock, top, jos).await?;
+    let sale = |seed| ScenarioConfig {
+        seed,
+        orders,
+        duration: TimeDelta::minutes(30),
+        arrivals: Arrivals::FlashSale { mean: TimeDelta::minutes(8) },
+        ..ScenarioConfig::default()
+    };
+    sandbox.top.load_scenario(generate(&sale(51)));
+    sandbox.jos.load_scenario(generate(&sale(52)));
+    let mut config = base_config(
+        vec![store_config("tmall", "taobao", Gateway::Sandbox), store_config("jd", "jd", Gateway::Sandbox)],
+        handset_catalog(20),
+    );
+    config.sync.settle_delay = settle.to_std()?;
+    config.sync.overlap = overlap.to_std()?;
+    let options = AppOptions { retry: bench_retry(), ..AppOptions::default() };
+    let mut apps = Vec::new();
+    for label in ["flash_daemon", "flash_one_range"] {
+        let db = BenchDb::open(Backend::Sqlite, label).await?.context("sqlite is always there")?;
+        let client_clock: Arc<dyn Clock> = Arc::new(SandboxClock(clock.clone()));
+        let app =
+            App::build_with(config.clone(), &options, client_clock, Some(sandbox.clone()), db.store.clone())
+                .await?;
+        apps.push((app, db));
+    }
+    let stores = [("tmall", "top", TOP_PAGE), ("jd", "jos", JOS_PAGE)];
+    let list_api = |platform: &str| {
+        if platform == "top" { "taobao.trades.sold.increment.get" } else { "jingdong.pop.order.search" }
+    };
+    let list_calls = |platform: &str| {
+        let calls = if platform == "top" { sandbox.top.calls() } else { sandbox.jos.calls() };
+        calls.get(list_api(platform)).copied().unwrap_or(0)
+    };
+    // Per store: list calls of the daemon, of one range per run, and the minimum.
+    let mut tally: BTreeMap<&str, [u64; 3]> = BTreeMap::new();
+    let mut one_range_cursor: BTreeMap<&str, chrono::DateTime<chrono::Utc>> = BTreeMap::new();
+    let minutes = 45;
+    for _ in 0..minutes {
+        clock.advance(TimeDelta::minutes(1));
+        for (store, platform, per_page) in stores {
+            let counts = tally.entry(store).or_default();
+            let before = list_calls(platform);
+            let (app, db) = &apps[0];
+            let market = app.market(store)?;
+            let run = sync_orders(
+                &db.store,
+                store,
+                market.as_ref(),
+                app.clock.as_ref(),
+                &app.order_sync_options_for(store),
+                &OrderPull::Incremental,
+            )
+            .await?;
+            counts[0] += list_calls(platform) - before;
+            counts[2] += pages(run.inserted + run.updated, per_page);
+
+            let before = list_calls(platform);
+            let (app, db) = &apps[1];
+            let market = app.market(store)?;
+            let now = clock.now();
+            let until = now - settle;
+            let since =
+                one_range_cursor.get(store).map_or(now - TimeDelta::hours(2), |cursor| *cursor - overlap);
+            sync_orders(
+                &db.store,
+                store,
+                market.as_ref(),
+                app.clock.as_ref(),
+                &app.order_sync_options_for(store),
+                &OrderPull::Range { since, until },
+            )
+            .await?;
+            one_range_cursor.insert(store, until);
+            counts[1] += list_calls(platform) - before;
+        }
+    }
+    report.note(
+        BENCH,
+        format!(
+            "flash sale: {orders} orders per store in 30 minutes (most in the first 8), pulled every minute for \
+             {minutes} minutes with overlap {} s and settle delay {} s",
+            overlap.num_seconds(),
+            settle.num_seconds()
+        ),
+    );
+    for (store, platform, _) in stores {
+        let [daemon, one_range, least] = tally.get(store).copied().unwrap_or_default();
+        let api = list_api(platform);
+        report.figure(SALE, format!("{platform} {api} calls (min {least})"), daemon as f64, "calls");
+        report.figure(
+            SALE,
+            format!("{platform} {api} calls with one range per run"),
+            one_range as f64,
+            "calls",
+        );
+        report.figure(
+            SALE,
+            format!("{platform} {api} / minimum"),
+            daemon as f64 / least.max(1) as f64,
+            "ratio",
+        );
+        report.figure(
+            SALE,
+            format!("{platform} {api} / minimum with one range per run"),
+            one_range as f64 / least.max(1) as f64,
+            "ratio",
+        );
+    }
+    for (app, db) in apps {
+        drop(app);
+        db.close().await;
+    }
     Ok(())
 }
