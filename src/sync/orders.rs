@@ -25,6 +25,9 @@ use crate::store::{IngestStats, Store, StoreError};
 
 /// The cursor name of the incremental order pull.
 pub const ORDERS_JOB: &str = "orders";
+/// How far every moment has had its aged look (see [`plan_ranges`]): it only advances, and
+/// only after a whole incremental run is stored.
+pub const AGED_CURSOR: &str = "orders-aged";
 
 #[derive(Debug, Clone)]
 pub struct OrderSyncOptions {
@@ -347,17 +350,27 @@ fn pages(rows: f64, per_page: usize) -> u64 {
 /// its paged listing, as every run did before ranges were split.)
 ///
 /// The aged strip goes first and never moves the cursor, so a run that fails part way
-/// leaves nothing unaged behind the cursor.
+/// leaves nothing unaged behind the cursor. It starts where the aged looks stand
+/// (`aged`, the [`AGED_CURSOR`]) when that is earlier than `cursor - overlap`: after the
+/// overlap is cut (300 s to 30 s), the moments the longer overlap still owed a look get it.
+///
+/// When the time since the cursor is at least the overlap (a pull interval longer than the
+/// overlap, or a late run), the two looks meet in one range whatever its size, as they
+/// always did: its aged tail is paged together with the newest minutes and has only that
+/// look.
+#[allow(clippy::too_many_arguments)]
 async fn plan_ranges(
     store: &Store,
     store_id: &str,
     cursor: DateTime<Utc>,
+    aged: Option<DateTime<Utc>>,
     end: DateTime<Utc>,
     overlap: TimeDelta,
     per_page: usize,
     oldest: DateTime<Utc>,
 ) -> Result<Vec<Range>, SyncError> {
-    let start = (cursor - overlap).max(oldest);
+    let behind_overlap = cursor - overlap;
+    let start = aged.map_or(behind_overlap, |aged| aged.min(behind_overlap)).max(oldest);
     let aged_end = end - overlap;
     if aged_end >= cursor || end <= cursor || overlap <= TimeDelta::zero() {
         return Ok(vec![Range::new(start, end, true)]);
@@ -391,6 +404,8 @@ pub async fn sync_orders(
     let window = delta(options.window.min(limits.max_window)).max(TimeDelta::seconds(1));
     let oldest = now - delta(limits.max_lookback);
 
+    // Where the aged looks will stand once this run is stored (incremental runs only).
+    let mut aged_frontier = None;
     let ranges = match pull {
         OrderPull::Order(order_id) => {
             let fetched = market.fetch_order(order_id).await?;
@@ -423,10 +438,12 @@ pub async fn sync_orders(
         }
         OrderPull::Incremental => {
             let end = now - delta(options.settle_delay);
+            let overlap = delta(options.overlap);
+            aged_frontier = Some(end - overlap);
             match store.cursor(store_id, ORDERS_JOB).await? {
                 Some(cursor) => {
-                    let overlap = delta(options.overlap);
-                    plan_ranges(store, store_id, cursor, end, overlap, limits.list_page, oldest).await?
+                    let aged = store.cursor(store_id, AGED_CURSOR).await?;
+                    plan_ranges(store, store_id, cursor, aged, end, overlap, limits.list_page, oldest).await?
                 }
                 None => {
                     let start = (now - delta(options.initial_lookback)).max(oldest);
@@ -479,6 +496,11 @@ pub async fn sync_orders(
         }
     }
     sink.flush().await?;
+    if let Some(frontier) = aged_frontier {
+        store
+            .ingest_fenced(store_id, &[], Some((AGED_CURSOR, frontier)), None, options.fence.as_ref())
+            .await?;
+    }
     report.received = sink.received;
     report.add(sink.stats);
     report.cursor = store.cursor(store_id, ORDERS_JOB).await?;
