@@ -330,6 +330,8 @@ async fn flash_sale(quick: bool, report: &mut Report) -> anyhow::Result<()> {
     );
     config.sync.settle_delay = settle.to_std()?;
     config.sync.overlap = overlap.to_std()?;
+    // A store's first run reaches this far back, as the daemon's first incremental run does.
+    let lookback = TimeDelta::from_std(config.sync.initial_lookback)?;
     let options = AppOptions { retry: bench_retry(), ..AppOptions::default() };
     let mut apps = Vec::new();
     for label in ["flash_daemon", "flash_one_range"] {
@@ -376,8 +378,7 @@ async fn flash_sale(quick: bool, report: &mut Report) -> anyhow::Result<()> {
             let market = app.market(store)?;
             let now = clock.now();
             let until = now - settle;
-            let since =
-                one_range_cursor.get(store).map_or(now - TimeDelta::hours(2), |cursor| *cursor - overlap);
+            let since = one_range_cursor.get(store).map_or(now - lookback, |cursor| *cursor - overlap);
             sync_orders(
                 &db.store,
                 store,
