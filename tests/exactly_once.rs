@@ -15,7 +15,7 @@ use flagsync::app::{App, AppOptions};
 use flagsync::config::{Config, DatabaseConfig, Gateway, StoreConfig, StoreKind, SyncConfig};
 use flagsync::sandbox::{self, EmbeddedSandbox};
 use flagsync::sync::SyncError;
-use flagsync::sync::orders::{OrderPull, OrderSyncReport, sync_orders};
+use flagsync::sync::orders::{OrderPull, OrderSyncOptions, OrderSyncReport, sync_orders};
 use flagsync_market::Clock;
 use flagsync_market::retry::RetryPolicy;
 use flagsync_sandbox::clock::SimClock;
@@ -140,16 +140,18 @@ fn sandbox_truth(sandbox: &EmbeddedSandbox, store_type: &str) -> BTreeMap<String
 
 /// One incremental order pull of `store_id`, as the orders job runs it.
 pub async fn incremental(app: &App, store_id: &str) -> Result<OrderSyncReport, SyncError> {
+    incremental_with(app, store_id, &app.order_sync_options()).await
+}
+
+/// [`incremental`] with options of the test's own.
+async fn incremental_with(
+    app: &App,
+    store_id: &str,
+    options: &OrderSyncOptions,
+) -> Result<OrderSyncReport, SyncError> {
     let market = app.market(store_id).unwrap();
-    sync_orders(
-        &app.store,
-        store_id,
-        market.as_ref(),
-        app.clock.as_ref(),
-        &app.order_sync_options(),
-        &OrderPull::Incremental,
-    )
-    .await
+    sync_orders(&app.store, store_id, market.as_ref(), app.clock.as_ref(), options, &OrderPull::Incremental)
+        .await
 }
 
 async fn exactly_once(backend: Backend, store_type: &str, seed: u64) {
@@ -337,17 +339,7 @@ async fn flash_sale_every_minute(backend: Backend, store_type: &str, cut_after: 
             options.overlap = Duration::from_secs(120);
         }
         runs += 1;
-        let market = app.market(&store_id).unwrap();
-        let report = sync_orders(
-            db,
-            &store_id,
-            market.as_ref(),
-            app.clock.as_ref(),
-            &options,
-            &OrderPull::Incremental,
-        )
-        .await
-        .unwrap();
+        let report = incremental_with(&app, &store_id, &options).await.unwrap();
         received += report.received;
         versions += report.inserted + report.updated;
         split += u64::from(report.split);

@@ -166,7 +166,8 @@ pub async fn run(quick: bool, report: &mut Report) -> anyhow::Result<()> {
             if platform == "jd" && backend == Backend::Postgres {
                 continue;
             }
-            measure(&sandbox, &clock, store, platform, backend, trades, quick, report).await?;
+            let target = Target { sandbox: &sandbox, clock: &clock, store, platform, backend, trades };
+            measure(target, quick, report).await?;
         }
     }
     drop(sandbox);
@@ -193,7 +194,9 @@ async fn remote(gateway: &tokio::runtime::Runtime, quick: bool, report: &mut Rep
         ),
     );
     for (store, platform) in PLATFORMS {
-        let Some(piped) = pipeline(&sandbox, &clock, store, platform, Backend::Sqlite, trades).await? else {
+        let target =
+            Target { sandbox: &sandbox, clock: &clock, store, platform, backend: Backend::Sqlite, trades };
+        let Some(piped) = pipeline(target).await? else {
             continue;
         };
         report.figure(
@@ -226,14 +229,20 @@ struct Piped {
     cpu: (Duration, Duration),
 }
 
-async fn pipeline(
-    sandbox: &flagsync::sandbox::EmbeddedSandbox,
-    clock: &SimClock,
-    store: &str,
-    platform: &str,
+/// What one measurement pulls: a platform's store in a loaded sandbox, into one backend.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    sandbox: &'a flagsync::sandbox::EmbeddedSandbox,
+    clock: &'a SimClock,
+    store: &'a str,
+    platform: &'a str,
     backend: Backend,
+    /// Trades the TOP sandbox holds: a Tmall pull must store them all.
     trades: usize,
-) -> anyhow::Result<Option<Piped>> {
+}
+
+async fn pipeline(target: Target<'_>) -> anyhow::Result<Option<Piped>> {
+    let Target { sandbox, clock, store, platform, backend, trades } = target;
     let Some(db) = BenchDb::open(backend, "ingest").await? else { return Ok(None) };
     let mut config =
         base_config(vec![store_config(store, platform, Gateway::Sandbox)], handset_catalog(LISTINGS));
@@ -299,18 +308,9 @@ fn median(values: &[f64]) -> f64 {
 }
 
 /// One platform's pipeline on one backend, its halves and the storage limit.
-#[allow(clippy::too_many_arguments)]
-async fn measure(
-    sandbox: &flagsync::sandbox::EmbeddedSandbox,
-    clock: &SimClock,
-    store: &str,
-    platform: &str,
-    backend: Backend,
-    trades: usize,
-    quick: bool,
-    report: &mut Report,
-) -> anyhow::Result<()> {
-    let Some(first) = pipeline(sandbox, clock, store, platform, backend, trades).await? else {
+async fn measure(target: Target<'_>, quick: bool, report: &mut Report) -> anyhow::Result<()> {
+    let Target { clock, store, platform, backend, .. } = target;
+    let Some(first) = pipeline(target).await? else {
         report
             .note(BENCH, format!("{} NOT RUN: set {} to measure it", backend.name(), crate::common::PG_ENV));
         return Ok(());
@@ -389,7 +389,7 @@ async fn measure(
     let mut rounds = Vec::with_capacity(count);
     let mut limit_cpu = Duration::ZERO;
     for round in 0..count {
-        let Some(piped) = pipeline(sandbox, clock, store, platform, backend, trades).await? else { break };
+        let Some(piped) = pipeline(target).await? else { break };
         if piped.stored != stored_orders {
             bail!("{name}: round {round} stored {} orders, the first run {stored_orders}", piped.stored);
         }

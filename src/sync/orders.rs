@@ -322,11 +322,6 @@ impl Range {
     }
 }
 
-/// List pages `rows` orders take, at least one (an empty range still costs a call).
-fn pages(rows: f64, per_page: usize) -> u64 {
-    (rows / per_page.max(1) as f64).ceil().max(1.0) as u64
-}
-
 /// The ranges an incremental run lists, in order.
 ///
 /// Every moment must be listed once soon (for lag) and once after it has aged `overlap`
@@ -378,7 +373,7 @@ async fn plan_ranges(
     let behind = store.count_orders_modified(store_id, start, cursor).await? as f64;
     let held_span = (cursor - start).num_milliseconds().max(1) as f64;
     let new = behind * (end - cursor).num_milliseconds() as f64 / held_span;
-    if pages(behind + new, per_page) <= 1 {
+    if behind + new <= per_page.max(1) as f64 {
         Ok(vec![Range { aged_alone_if_paged: Some(aged_end), ..Range::new(start, end, true) }])
     } else {
         Ok(vec![Range::new(start, aged_end.max(start), false), Range::new(cursor, end, true)])
